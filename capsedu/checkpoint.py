@@ -1,0 +1,101 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, with errors that say what is wrong."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "build_model", "load_model", "FORMAT"]
+
+FORMAT = "capsedu-checkpoint-v1"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, not a capsedu checkpoint, or does not fit the model."""
+
+
+def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
+    then renamed over ``path``: a crash or Ctrl-C mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled objects outside the allow-list, ...
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a capsedu checkpoint (expected format {FORMAT!r})")
+    for key in ("model_class", "model_config", "model_state"):
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    return state
+
+
+def build_model(model_class: str, config: Dict[str, Any]) -> nn.Module:
+    """Construct an empty model from the class name and config stored in a checkpoint."""
+    from .models import BaselineCNN, CapsNet
+
+    if model_class == "CapsNet":
+        return CapsNet.from_config(config)
+    if model_class == "BaselineCNN":
+        return BaselineCNN(**config)
+    raise CheckpointError(f"unknown model class {model_class!r} in checkpoint")
+
+
+def load_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``model.load_state_dict`` with a message that lists what does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+
+
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    state = load_checkpoint(path, map_location)
+    try:
+        model = build_model(state["model_class"], state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
+    load_state(model, state["model_state"], f"checkpoint {path}")
+    return model.eval(), state

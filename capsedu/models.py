@@ -1,0 +1,248 @@
+"""The paper's CapsNet (section 4, Fig. 1 and 2) and its baseline CNN (section 5)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .functional import capsule_length
+from .layers import Decoder, DigitCaps, PrimaryCaps
+from .routing import GRADIENT_MODES, check_iterations
+
+__all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "PRESETS", "count_parameters"]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class CapsNetConfig:
+    """Sizes of a CapsNet. The defaults are the paper's MNIST network (8.2M parameters)."""
+
+    in_channels: int = 1            # image channels
+    image_size: int = 28            # square images
+    conv_channels: int = 256        # conv1: 256 kernels of 9x9, stride 1, ReLU
+    conv_kernel: int = 9
+    primary_types: int = 32         # PrimaryCaps: 32 capsule types ...
+    primary_dim: int = 8            # ... of 8-D capsules
+    primary_kernel: int = 9         # 9x9 kernels ...
+    primary_stride: int = 2         # ... stride 2 -> 6x6 grid
+    n_classes: int = 10             # DigitCaps: one 16-D capsule per class
+    digit_dim: int = 16
+    routing_iterations: int = 3
+    routing_gradient: str = "all"   # "all" (official code) or "last"
+    reconstruction: bool = True     # with the decoder (FC 512, 1024, 784)
+    decoder_hidden: Tuple[int, ...] = (512, 1024)
+
+    def validate(self) -> "CapsNetConfig":
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"CapsNet {f.name} must be a positive integer, got {value!r}")
+        check_iterations(self.routing_iterations)
+        if self.routing_gradient not in GRADIENT_MODES:
+            raise ValueError(f"routing_gradient must be one of {GRADIENT_MODES}, got {self.routing_gradient!r}")
+        conv_out = self.image_size - self.conv_kernel + 1
+        grid = (conv_out - self.primary_kernel) // self.primary_stride + 1
+        if conv_out < 1 or grid < 1:
+            raise ValueError(
+                f"image_size {self.image_size} is too small for conv kernel {self.conv_kernel} followed by "
+                f"primary kernel {self.primary_kernel} (stride {self.primary_stride})"
+            )
+        return self
+
+    @property
+    def primary_grid(self) -> int:
+        conv_out = self.image_size - self.conv_kernel + 1
+        return (conv_out - self.primary_kernel) // self.primary_stride + 1
+
+    @property
+    def n_primary(self) -> int:
+        """Number of primary capsules (1152 = 6 * 6 * 32 in the paper)."""
+        return self.primary_grid ** 2 * self.primary_types
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["decoder_hidden"] = list(self.decoder_hidden)
+        return d
+
+
+#: Named presets. ``"paper"`` is section 4's MNIST network; ``"small"`` keeps every idea (9x9 conv,
+#: convolutional 8-D primary capsules, routed 16-D digit capsules, the same decoder) with 64 conv1
+#: channels and 16 primary capsule types, about 1/8 of the paper's multiply-adds, for CPUs.
+PRESETS: Dict[str, CapsNetConfig] = {
+    "paper": CapsNetConfig(),
+    "small": CapsNetConfig(conv_channels=64, primary_types=16),
+}
+
+
+class CapsNetOutput(NamedTuple):
+    """What :class:`CapsNet` returns."""
+
+    lengths: torch.Tensor                     # (batch, n_classes) capsule lengths = class presence
+    poses: torch.Tensor                       # (batch, n_classes, digit_dim) digit-capsule vectors
+    reconstructions: Optional[torch.Tensor]   # (batch, C, H, W) decoder output, None without decoder
+
+
+class CapsNet(nn.Module):
+    """CapsNet: conv1 -> PrimaryCaps -> DigitCaps (routing) [-> decoder].
+
+    ``CapsNet()`` is the paper's network; ``CapsNet("small")`` the CPU-friendly preset; any size can
+    be overridden by keyword, e.g. ``CapsNet("small", routing_iterations=1, reconstruction=False)``.
+
+    Args:
+        preset: ``"paper"`` or ``"small"``, the defaults for every size below.
+        in_channels, image_size: input images are ``(batch, in_channels, image_size, image_size)``.
+        conv_channels, conv_kernel: conv1 (256 channels, 9x9, stride 1, ReLU).
+        primary_types, primary_dim, primary_kernel, primary_stride: PrimaryCaps (32 x 8-D, 9x9, stride 2).
+        n_classes, digit_dim: DigitCaps (10 x 16-D).
+        routing_iterations: r in Procedure 1 (3). Change ``model.routing_iterations`` at any time, or
+            pass ``routing_iterations=`` to :meth:`forward`.
+        routing_gradient: ``"all"`` back-propagates through every routing iteration (official code),
+            ``"last"`` only through the last.
+        reconstruction: build the decoder (FC 512 -> 1024 -> image, sigmoid).
+        decoder_hidden: hidden widths of the decoder.
+    """
+
+    def __init__(self, preset: str = "paper", *, in_channels: Optional[int] = None, image_size: Optional[int] = None,
+                 conv_channels: Optional[int] = None, conv_kernel: Optional[int] = None,
+                 primary_types: Optional[int] = None, primary_dim: Optional[int] = None,
+                 primary_kernel: Optional[int] = None, primary_stride: Optional[int] = None,
+                 n_classes: Optional[int] = None, digit_dim: Optional[int] = None,
+                 routing_iterations: Optional[int] = None, routing_gradient: Optional[str] = None,
+                 reconstruction: Optional[bool] = None, decoder_hidden: Optional[Sequence[int]] = None):
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown CapsNet preset {preset!r}; choose one of {sorted(PRESETS)}")
+        overrides = {k: v for k, v in locals().items()
+                     if k not in ("self", "preset", "__class__") and v is not None}
+        if "decoder_hidden" in overrides:
+            overrides["decoder_hidden"] = tuple(overrides["decoder_hidden"])
+        cfg = replace(PRESETS[preset], **overrides).validate()
+        self.preset, self.config = preset, cfg
+        self.conv1 = nn.Conv2d(cfg.in_channels, cfg.conv_channels, kernel_size=cfg.conv_kernel)
+        self.primary = PrimaryCaps(cfg.conv_channels, cfg.primary_types, cfg.primary_dim,
+                                   cfg.primary_kernel, cfg.primary_stride)
+        self.digits = DigitCaps(cfg.n_primary, cfg.primary_dim, cfg.n_classes, cfg.digit_dim,
+                                cfg.routing_iterations, cfg.routing_gradient)
+        self.decoder = (Decoder(cfg.n_classes, cfg.digit_dim, cfg.decoder_hidden,
+                                (cfg.in_channels, cfg.image_size, cfg.image_size))
+                        if cfg.reconstruction else None)
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "CapsNet":
+        """Rebuild a network from ``CapsNetConfig.to_dict()`` (as stored in checkpoints)."""
+        known = {f.name for f in fields(CapsNetConfig)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown CapsNet config keys: {sorted(unknown)}")
+        return cls("paper", **config)
+
+    @property
+    def routing_iterations(self) -> int:
+        return self.digits.iterations
+
+    @routing_iterations.setter
+    def routing_iterations(self, value: int) -> None:
+        self.digits.iterations = check_iterations(value)
+
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.dim() == 3 and cfg.in_channels == 1:
+            images = images.unsqueeze(1)
+        expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), "
+                             f"got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point (e.g. scaled to [0, 1]), got dtype {images.dtype}")
+        return images
+
+    def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
+        n = self.config.n_classes
+        if labels.dim() != 1 or labels.shape[0] != batch:
+            raise ValueError(f"labels must be class indices of shape ({batch},), got {tuple(labels.shape)}")
+        if labels.is_floating_point():
+            raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
+            raise ValueError(f"labels must lie in [0, {n - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
+        return labels
+
+    def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """conv1 + PrimaryCaps: ``(batch, n_primary, primary_dim)`` squashed vectors ``u_i``."""
+        images = self._check_images(images)
+        return self.primary(F.relu(self.conv1(images), inplace=True))
+
+    def predictions(self, images: torch.Tensor) -> torch.Tensor:
+        """Prediction vectors ``u_hat_{j|i}`` (eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
+        return self.digits.predictions(self.primary_capsules(images))
+
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode the capsules of ``classes`` (indices ``(batch,)`` or a mask ``(batch, n_classes)``)."""
+        if self.decoder is None:
+            raise ValueError("this CapsNet was built with reconstruction=False and has no decoder")
+        mask = classes if classes.dim() == 2 else F.one_hot(classes, self.config.n_classes)
+        return self.decoder(poses, mask)
+
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
+                routing_iterations: Optional[int] = None) -> CapsNetOutput:
+        """Classify ``images (batch, C, H, W)``; reconstruct from the true class if ``labels`` are given,
+        else from the longest capsule."""
+        images = self._check_images(images)
+        if labels is not None:
+            labels = self._check_labels(labels, images.shape[0])
+        if routing_iterations is not None:
+            check_iterations(routing_iterations)
+        u = self.primary(F.relu(self.conv1(images), inplace=True))  # (batch, n_primary, primary_dim)
+        poses = self.digits(u, iterations=routing_iterations)        # (batch, n_classes, digit_dim)
+        lengths = capsule_length(poses)                              # (batch, n_classes)
+        reconstructions = None
+        if self.decoder is not None:
+            chosen = labels if labels is not None else lengths.argmax(dim=1)
+            reconstructions = self.decoder(poses, F.one_hot(chosen, self.config.n_classes))
+        return CapsNetOutput(lengths, poses, reconstructions)
+
+
+class BaselineCNN(nn.Module):
+    """The paper's baseline (section 5): three 5x5 conv layers (256, 256, 128 channels, stride 1,
+    'same' padding, ReLU), FC 328 and FC 192 with dropout, and a 10-way softmax (35.4M parameters).
+
+    Returns logits; train with cross-entropy.
+
+    Args:
+        in_channels, image_size, n_classes: input and output sizes (1, 28, 10).
+        channels: conv widths ((256, 256, 128)).
+        kernel_size: conv kernel (5).
+        hidden: fully connected widths ((328, 192)).
+        dropout: dropout probability before each fully connected layer (0.5).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, n_classes: int = 10,
+                 channels: Sequence[int] = (256, 256, 128), kernel_size: int = 5,
+                 hidden: Sequence[int] = (328, 192), dropout: float = 0.5):
+        super().__init__()
+        self.in_channels, self.image_size = in_channels, image_size
+        convs = []
+        for c_in, c_out in zip([in_channels, *channels[:-1]], channels):
+            convs += [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*convs)
+        widths = [channels[-1] * image_size * image_size, *hidden]
+        fcs = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            fcs += [nn.Dropout(dropout), nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
+        fcs += [nn.Dropout(dropout), nn.Linear(widths[-1], n_classes)]
+        self.classifier = nn.Sequential(*fcs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), "
+                             f"got {tuple(images.shape)}")
+        return self.classifier(self.features(images).flatten(1))

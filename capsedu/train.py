@@ -1,0 +1,306 @@
+"""Training and evaluation: Adam with the paper's exponential learning-rate decay, progress bars,
+per-epoch history, atomic checkpoints and exact resume.
+
+Two levels:
+
+* :func:`train_epoch` / :func:`evaluate` work on any model and any iterable of ``(images, labels)``
+  batches; the book uses them for short demonstrations.
+* :func:`fit` runs a whole configured experiment (:class:`TrainConfig`) with data loading,
+  checkpoints in ``output/`` and resume; the CLI (``capsedu train``) is a thin wrapper around it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from .losses import capsule_loss
+from .models import BaselineCNN, CapsNet, CapsNetOutput
+
+__all__ = [
+    "TrainConfig", "FitResult", "fit", "train_epoch", "evaluate", "select_device", "make_optimizer",
+    "default_loss", "predict", "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "last.pt"
+HISTORY_NAME = "history.json"
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def predict(output: Any) -> torch.Tensor:
+    """Predicted classes: the longest digit capsule for a CapsNet, the largest logit otherwise."""
+    scores = output.lengths if isinstance(output, CapsNetOutput) else output
+    return scores.argmax(dim=1)
+
+
+def default_loss(model: nn.Module) -> Callable:
+    """``capsule_loss`` for a CapsNet, cross-entropy for anything that returns logits."""
+    if isinstance(model, CapsNet):
+        return lambda out, images, labels: capsule_loss(out, images, labels)
+    return lambda out, images, labels: F.cross_entropy(out, labels)
+
+
+def _forward(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor]):
+    # CapsNets take labels to mask the decoder during training; other models only see images.
+    if isinstance(model, CapsNet) or getattr(model, "takes_labels", False):
+        return model(images, labels)
+    return model(images)
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-3, lr_decay: float = 0.96, decay_steps: int = 2000):
+    """Adam and the paper's exponential decay ``lr * lr_decay ** (step / decay_steps)``, stepped per batch.
+
+    ``ExponentialLR`` with ``gamma = lr_decay ** (1 / decay_steps)`` is that schedule, and its state
+    is plain numbers, so it round-trips through a ``weights_only`` checkpoint.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay ** (1.0 / decay_steps))
+    return optimizer, scheduler
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Optional[Any] = None,
+    loss_fn: Optional[Callable] = None,
+    *,
+    progress: bool = True,
+    description: str = "train",
+    total: Optional[int] = None,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> Dict[str, float]:
+    """One pass over ``batches``; returns mean loss and accuracy on the (augmented) training batches."""
+    loss_fn = loss_fn or default_loss(model)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(batches, desc=description, total=total, disable=not progress, leave=False, dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar):
+        out = _forward(model, images, labels)
+        loss = loss_fn(out, images, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = labels.shape[0]
+        loss_sum += loss.item() * n
+        correct += int((predict(out) == labels).sum())
+        seen += n
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        if on_step is not None:
+            on_step(step, loss.item())
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: Optional[Callable] = None,
+    *,
+    progress: bool = False,
+    description: str = "test",
+) -> Dict[str, float]:
+    """Accuracy, error and mean loss over ``batches`` (eval mode: no dropout, decoder masked by prediction)."""
+    loss_fn = loss_fn or default_loss(model)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in tqdm(batches, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
+        out = model(images)  # no labels: the decoder sees the longest capsule, as at test time
+        loss_sum += float(loss_fn(out, images, labels)) * labels.shape[0]
+        correct += int((predict(out) == labels).sum())
+        seen += labels.shape[0]
+    model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate() got no batches")
+    return {"loss": loss_sum / seen, "accuracy": correct / seen, "error": 1.0 - correct / seen}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in its checkpoints)."""
+
+    model: str = "capsnet"               # "capsnet" or "baseline"
+    preset: str = "small"                # CapsNet preset: "small" (CPU) or "paper"
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 0.96               # paper: lr * 0.96 ** (step / 2000)
+    decay_steps: int = 2000
+    routing_iterations: int = 3
+    routing_gradient: str = "all"
+    reconstruction: bool = True
+    augment_shift: int = 2               # paper: random shifts of up to 2 pixels
+    seed: int = 0
+    device: str = "auto"
+    data: Optional[str] = None           # MNIST root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
+    subset: Optional[bool] = None        # True: shipped subset; None: full MNIST, subset if unavailable
+    train_limit: Optional[int] = None    # use only the first N training / test digits
+    test_limit: Optional[int] = None
+    eval_batch_size: int = 500
+    checkpoint_every: int = 0            # also checkpoint every N steps (0: only at epoch ends)
+    output: str = "runs/capsnet"
+
+    def validate(self) -> "TrainConfig":
+        if self.model not in ("capsnet", "baseline"):
+            raise ValueError(f"model must be 'capsnet' or 'baseline', got {self.model!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "routing_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
+            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
+        if self.augment_shift < 0 or self.checkpoint_every < 0:
+            raise ValueError("augment_shift and checkpoint_every must be >= 0")
+        return self
+
+    def build_model(self) -> nn.Module:
+        if self.model == "baseline":
+            return BaselineCNN()
+        return CapsNet(self.preset, routing_iterations=self.routing_iterations,
+                       routing_gradient=self.routing_gradient, reconstruction=self.reconstruction)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: List[Dict[str, float]]
+    checkpoint: Path
+    test_accuracy: float
+    data_source: str = "full"
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _model_record(model: nn.Module) -> Tuple[str, Dict[str, Any]]:
+    if isinstance(model, CapsNet):
+        return "CapsNet", model.config.to_dict()
+    if isinstance(model, BaselineCNN):
+        return "BaselineCNN", {}
+    raise ValueError(f"cannot checkpoint a {type(model).__name__}")
+
+
+def _write_history(history: List[Dict[str, float]], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, path)
+
+
+def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> FitResult:
+    """Train ``config`` to the end, writing ``output/last.pt`` after every epoch (and every
+    ``checkpoint_every`` steps, and on Ctrl-C); ``resume`` continues from such a checkpoint at the
+    exact batch where it stopped, with the same data order and augmentation."""
+    from .data import Batches, load_mnist  # data imports torchvision; keep `import capsedu.train` light
+
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if "train_config" not in state or "optimizer_state" not in state:
+            raise CheckpointError(f"{resume} holds weights only, not a resumable training run")
+        saved = TrainConfig(**state["train_config"])
+        # a resumed run keeps its recipe; only the length and where to write may change
+        saved.epochs, saved.output = config.epochs, config.output
+        config = saved
+    config.validate()
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    out_dir = Path(config.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+
+    train_split = load_mnist("train", root=config.data, subset=config.subset)
+    test_split = load_mnist("test", root=config.data, subset=config.subset)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_batches = Batches(train_split, config.batch_size, shuffle=True, augment_shift=config.augment_shift,
+                            device=device, generator=generator, limit=config.train_limit)
+    test_batches = Batches(test_split, config.eval_batch_size, device=device, limit=config.test_limit)
+
+    model = config.build_model().to(device)
+    optimizer, scheduler = make_optimizer(model, config.lr, config.lr_decay, config.decay_steps)
+    history: List[Dict[str, float]] = []
+    epoch, start_batch = 0, 0
+    if state is not None:
+        load_state(model, state["model_state"], f"checkpoint {resume}")
+        optimizer.load_state_dict(state["optimizer_state"])
+        scheduler.load_state_dict(state["scheduler_state"])
+        history = list(state["history"])
+        epoch, start_batch = int(state["epoch"]), int(state["step_in_epoch"])
+        generator.set_state(state["generator_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        log(f"resuming {resume} at epoch {epoch + 1}, batch {start_batch} of {len(train_batches)}")
+
+    model_class, model_config = _model_record(model)
+
+    def checkpoint(epoch_done: int, step_in_epoch: int, epoch_start_generator: torch.Tensor) -> None:
+        save_checkpoint({
+            "model_class": model_class, "model_config": model_config,
+            "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(), "train_config": asdict(config),
+            "epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
+            "generator_state": epoch_start_generator, "torch_rng_state": torch.get_rng_state(),
+            "data_source": train_split.source,
+        }, ckpt_path)
+
+    loss_fn = default_loss(model)
+    while epoch < config.epochs:
+        epoch_generator = generator.get_state()  # the epoch's shuffle and shifts come from here
+        steps_done = start_batch
+        t0 = time.perf_counter()
+
+        def on_step(step: int, _loss: float) -> None:
+            nonlocal steps_done
+            steps_done = start_batch + step + 1
+            if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
+                checkpoint(epoch, steps_done, epoch_generator)
+
+        try:
+            stats = train_epoch(model, train_batches.iter_from(start_batch), optimizer, scheduler, loss_fn,
+                                progress=progress, description=f"epoch {epoch + 1}/{config.epochs}",
+                                total=len(train_batches) - start_batch, on_step=on_step)
+        except KeyboardInterrupt:
+            checkpoint(epoch, steps_done, epoch_generator)
+            log(f"interrupted: checkpoint written to {ckpt_path} (epoch {epoch + 1}, batch {steps_done}); "
+                f"continue with --resume")
+            raise
+        seconds = time.perf_counter() - t0
+        test = evaluate(model, test_batches, loss_fn, progress=progress)
+        epoch += 1
+        start_batch = 0
+        history.append({
+            "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_error": test["error"],
+            "lr": scheduler.get_last_lr()[0], "seconds": seconds,
+        })
+        checkpoint(epoch, 0, generator.get_state())
+        _write_history(history, out_dir / HISTORY_NAME)
+        log(f"epoch {epoch}/{config.epochs}: train loss {stats['loss']:.4f}, train acc {100 * stats['accuracy']:.2f}%, "
+            f"test acc {100 * test['accuracy']:.2f}% ({seconds:.0f}s)")
+
+    if not history:
+        raise ValueError(f"nothing to do: the checkpoint already holds {epoch} epochs (ask for more with --epochs)")
+    return FitResult(model, history, ckpt_path, history[-1]["test_accuracy"], train_split.source)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from capsedu import capsule_loss, margin_loss, reconstruction_loss
+from capsedu.models import CapsNetOutput
+
+
+def literal_margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
+    total = 0.0
+    for n in range(lengths.shape[0]):
+        for k in range(lengths.shape[1]):
+            v = float(lengths[n, k])
+            if k == int(labels[n]):
+                total += max(0.0, m_pos - v) ** 2
+            else:
+                total += lam * max(0.0, v - m_neg) ** 2
+    return total / lengths.shape[0]
+
+
+def test_margin_loss_matches_equation_5(rng):
+    lengths = torch.rand(8, 10, generator=rng, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,), generator=rng)
+    assert margin_loss(lengths, labels).item() == pytest.approx(literal_margin_loss(lengths, labels))
+    assert margin_loss(lengths, labels, 0.8, 0.2, 0.25).item() == pytest.approx(
+        literal_margin_loss(lengths, labels, 0.8, 0.2, 0.25))
+
+
+def test_margin_loss_is_zero_when_margins_are_met():
+    lengths = torch.full((3, 10), 0.05)
+    labels = torch.tensor([1, 4, 9])
+    lengths[torch.arange(3), labels] = 0.95
+    assert margin_loss(lengths, labels).item() == 0.0
+
+
+def test_margin_loss_down_weights_absent_classes_by_lambda():
+    lengths = torch.zeros(1, 2)
+    lengths[0, 1] = 0.6
+    labels = torch.tensor([0])
+    # present class 0 at length 0 costs 0.9^2; absent class 1 costs 0.5 * (0.6 - 0.1)^2
+    assert margin_loss(lengths, labels).item() == pytest.approx(0.81 + 0.5 * 0.25)
+
+
+def test_margin_loss_accepts_multi_hot_labels_for_overlapping_digits():
+    lengths = torch.tensor([[0.9, 0.95, 0.5]])
+    multi = torch.tensor([[1.0, 1.0, 0.0]])
+    assert margin_loss(lengths, multi).item() == pytest.approx(0.5 * 0.4 ** 2)
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([10, 0]), torch.tensor([-1, 0])])
+def test_margin_loss_rejects_labels_out_of_range(labels):
+    with pytest.raises(ValueError, match="labels must lie in"):
+        margin_loss(torch.rand(2, 10), labels)
+
+
+def test_margin_loss_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="lengths"):
+        margin_loss(torch.rand(2, 10, 1), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="batch size"):
+        margin_loss(torch.rand(2, 10), torch.tensor([0, 1, 2]))
+
+
+def test_reconstruction_loss_sums_squares_per_image_and_averages_over_batch(rng):
+    rec = torch.rand(4, 1, 28, 28, generator=rng)
+    img = torch.rand(4, 1, 28, 28, generator=rng)
+    expected = sum(((rec[n] - img[n]) ** 2).sum().item() for n in range(4)) / 4
+    assert reconstruction_loss(rec, img).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        reconstruction_loss(rec, img[:, :, :20])
+
+
+def test_capsule_loss_adds_0_0005_times_reconstruction_error(rng):
+    lengths = torch.rand(4, 10, generator=rng)
+    labels = torch.randint(0, 10, (4,), generator=rng)
+    rec = torch.rand(4, 1, 28, 28, generator=rng)
+    img = torch.rand(4, 1, 28, 28, generator=rng)
+    out = CapsNetOutput(lengths, torch.zeros(4, 10, 16), rec)
+    expected = margin_loss(lengths, labels) + 0.0005 * reconstruction_loss(rec, img)
+    torch.testing.assert_close(capsule_loss(out, img, labels), expected)
+    no_decoder = CapsNetOutput(lengths, torch.zeros(4, 10, 16), None)
+    torch.testing.assert_close(capsule_loss(no_decoder, img, labels), margin_loss(lengths, labels))

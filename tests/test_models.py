@@ -1,0 +1,173 @@
+import pytest
+import torch
+
+from capsedu import BaselineCNN, CapsNet, DigitCaps, PrimaryCaps, count_parameters
+from capsedu.models import PRESETS
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return CapsNet("small").eval()
+
+
+def test_paper_capsnet_has_8_2m_parameters_and_6_8m_without_decoder():
+    assert count_parameters(CapsNet()) == 8_215_568
+    assert count_parameters(CapsNet(reconstruction=False)) == 6_804_224
+
+
+def test_paper_parameter_counts_per_layer_match_hand_arithmetic():
+    net = CapsNet()
+    assert count_parameters(net.conv1) == 9 * 9 * 1 * 256 + 256
+    assert count_parameters(net.primary) == 9 * 9 * 256 * 256 + 256
+    assert count_parameters(net.digits) == 1152 * 10 * 8 * 16  # one 16x8 W_ij per pair, no bias
+    assert count_parameters(net.decoder) == (160 * 512 + 512) + (512 * 1024 + 1024) + (1024 * 784 + 784)
+
+
+def test_baseline_cnn_has_about_35_4m_parameters():
+    assert count_parameters(BaselineCNN()) == 35_445_522
+    assert BaselineCNN().eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_paper_network_has_1152_primary_capsules_on_a_6x6_grid():
+    net = CapsNet()
+    assert net.config.primary_grid == 6 and net.config.n_primary == 1152
+    u = net.primary_capsules(torch.rand(2, 1, 28, 28))
+    assert u.shape == (2, 1152, 8)
+    assert (u.norm(dim=-1) < 1).all()  # squashed
+
+
+@pytest.mark.parametrize("preset", ["paper", "small"])
+def test_output_shapes_for_both_presets(preset):
+    torch.manual_seed(0)
+    net = CapsNet(preset).eval()
+    x = torch.rand(3, 1, 28, 28)
+    out = net(x)
+    assert out.lengths.shape == (3, 10)
+    assert out.poses.shape == (3, 10, 16)
+    assert out.reconstructions.shape == (3, 1, 28, 28)
+    assert ((out.lengths >= 0) & (out.lengths < 1)).all()
+    assert ((out.reconstructions >= 0) & (out.reconstructions <= 1)).all()
+    assert net.predictions(x).shape == (3, net.config.n_primary, 10, 16)
+
+
+def test_small_preset_needs_about_a_tenth_of_the_paper_compute():
+    def conv_macs(cfg):
+        conv_out = cfg.image_size - cfg.conv_kernel + 1
+        conv1 = conv_out ** 2 * cfg.conv_channels * cfg.conv_kernel ** 2 * cfg.in_channels
+        primary = cfg.primary_grid ** 2 * cfg.primary_types * cfg.primary_dim * cfg.primary_kernel ** 2 * cfg.conv_channels
+        return conv1 + primary
+    ratio = conv_macs(PRESETS["small"]) / conv_macs(PRESETS["paper"])
+    assert 0.08 < ratio < 0.15
+
+
+def test_without_decoder_there_are_no_reconstructions(small):
+    net = CapsNet("small", reconstruction=False)
+    assert net(torch.rand(2, 1, 28, 28)).reconstructions is None
+    with pytest.raises(ValueError, match="no decoder"):
+        net.reconstruct(torch.zeros(2, 10, 16), torch.tensor([0, 1]))
+
+
+def test_reconstruction_is_masked_by_true_label_or_else_by_longest_capsule(small):
+    x = torch.rand(4, 1, 28, 28)
+    labels = torch.tensor([3, 1, 4, 1])
+    with torch.no_grad():
+        out = small(x, labels)
+        torch.testing.assert_close(out.reconstructions, small.reconstruct(out.poses, labels))
+        out_free = small(x)
+        torch.testing.assert_close(out_free.reconstructions, small.reconstruct(out_free.poses, out_free.lengths.argmax(1)))
+        # the decoder sees only the chosen capsule: changing another capsule changes nothing
+        poses = out.poses.clone()
+        poses[:, 0] += 5.0
+        torch.testing.assert_close(small.reconstruct(poses, labels), out.reconstructions)
+
+
+def test_digitcaps_predictions_equal_w_ij_times_u_i():
+    torch.manual_seed(0)
+    layer = DigitCaps(n_in=7, in_dim=8, n_out=3, out_dim=16)
+    u = torch.randn(2, 7, 8)
+    u_hat = layer.predictions(u)
+    for i in range(7):
+        for j in range(3):
+            torch.testing.assert_close(u_hat[:, i, j], u[:, i] @ layer.weight[i, j].T)
+
+
+def test_primary_caps_groups_channels_into_capsules():
+    torch.manual_seed(0)
+    layer = PrimaryCaps(in_channels=4, n_types=2, dim=3, kernel_size=3, stride=1)
+    x = torch.randn(1, 4, 5, 5)
+    out = layer(x)  # grid 3x3, 2 types -> 18 capsules of dim 3
+    assert out.shape == (1, 18, 3)
+    conv = layer.conv(x)  # (1, 6, 3, 3)
+    from capsedu import squash
+    # capsule of type 1 at grid position (row 2, col 0) is channels 3..5 at that position
+    torch.testing.assert_close(out[0, 1 * 9 + 2 * 3 + 0], squash(conv[0, 3:6, 2, 0]))
+
+
+def test_examples_are_classified_independently_of_the_batch(small):
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        full = small(x)
+        for n in range(4):
+            single = small(x[n:n + 1])
+            torch.testing.assert_close(full.lengths[n:n + 1], single.lengths, rtol=1e-4, atol=1e-5)
+
+
+def test_routing_iterations_can_change_at_run_time():
+    torch.manual_seed(0)
+    small = CapsNet("small").eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        small.digits.weight.mul_(100)  # untrained predictions are ~0 and agree on nothing; make them matter
+        a = small(x, routing_iterations=1).lengths
+        b = small(x, routing_iterations=5).lengths
+        assert not torch.allclose(a, b)
+        small.routing_iterations = 5
+        torch.testing.assert_close(small(x).lengths, b)
+        small.routing_iterations = 3
+    with pytest.raises(ValueError, match="iterations"):
+        small.routing_iterations = 0
+    with pytest.raises(ValueError, match="iterations"):
+        small(x, routing_iterations=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 1, 32, 32), (2, 3, 28, 28), (28, 28)])
+def test_wrong_image_shape_is_rejected_naming_the_expected_shape(small, shape):
+    with pytest.raises(ValueError, match=r"images must have shape \(batch, 1, 28, 28\)"):
+        small(torch.rand(*shape))
+
+
+def test_integer_images_are_rejected(small):
+    with pytest.raises(ValueError, match="floating point"):
+        small(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 10]), torch.tensor([-1, 2])])
+def test_labels_out_of_range_are_rejected(small, labels):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        small(torch.rand(2, 1, 28, 28), labels)
+
+
+def test_bad_configurations_are_rejected_with_clear_errors():
+    with pytest.raises(ValueError, match="unknown CapsNet preset"):
+        CapsNet("huge")
+    with pytest.raises(ValueError, match="iterations"):
+        CapsNet(routing_iterations=0)
+    with pytest.raises(ValueError, match="too small"):
+        CapsNet(image_size=16)
+    with pytest.raises(ValueError, match="positive integer"):
+        CapsNet(conv_channels=0)
+
+
+def test_config_round_trip_rebuilds_the_same_architecture():
+    net = CapsNet("small", routing_iterations=2, reconstruction=False)
+    clone = CapsNet.from_config(net.config.to_dict())
+    assert clone.config == net.config
+    assert count_parameters(clone) == count_parameters(net)
+
+
+def test_other_input_sizes_work_for_multimnist_canvases():
+    net = CapsNet("small", image_size=36).eval()
+    assert net.config.n_primary == 10 * 10 * 16
+    out = net(torch.rand(2, 1, 36, 36))
+    assert out.reconstructions.shape == (2, 1, 36, 36)

@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+
+from capsedu import capsule_length, squash
+
+
+def literal_squash(s):
+    """Eq. 4 written out for one vector, in float64 Python arithmetic."""
+    norm = math.sqrt(sum(float(x) ** 2 for x in s))
+    if norm == 0:
+        return [0.0] * len(s)
+    scale = norm ** 2 / (1 + norm ** 2) / norm
+    return [float(x) * scale for x in s]
+
+
+def test_squash_matches_equation_4_vector_by_vector(rng):
+    s = torch.randn(6, 5, 8, generator=rng, dtype=torch.float64) * 3
+    v = squash(s)
+    for idx in range(6):
+        for j in range(5):
+            assert v[idx, j].tolist() == pytest.approx(literal_squash(s[idx, j].tolist()), rel=1e-6, abs=1e-12)
+
+
+def test_squash_keeps_direction_and_maps_length_to_n2_over_1_plus_n2(rng):
+    s = torch.randn(100, 16, generator=rng, dtype=torch.float64) * torch.logspace(-2, 2, 100, dtype=torch.float64)[:, None]
+    v = squash(s)
+    n = s.norm(dim=-1)
+    torch.testing.assert_close(v.norm(dim=-1), n ** 2 / (1 + n ** 2))
+    cos = torch.nn.functional.cosine_similarity(v, s, dim=-1)
+    torch.testing.assert_close(cos, torch.ones_like(cos))
+
+
+def test_squash_lengths_stay_below_one_and_grow_with_input_length():
+    norms = torch.logspace(-3, 3, 200, dtype=torch.float64)
+    s = torch.zeros(200, 4, dtype=torch.float64)
+    s[:, 0] = norms
+    lengths = squash(s).norm(dim=-1)
+    assert (lengths < 1).all()
+    assert (lengths[1:] > lengths[:-1]).all()
+    assert lengths[-1] > 0.999999  # long vectors -> almost unit length
+    assert lengths[0] < 1.1e-6     # short vectors -> almost zero (|v| ~ |s|^2)
+
+
+def test_squash_of_zero_vector_is_zero_with_finite_zero_gradient():
+    s = torch.zeros(3, 8, requires_grad=True)
+    v = squash(s)
+    assert torch.equal(v, torch.zeros_like(v))
+    v.sum().backward()
+    assert torch.isfinite(s.grad).all()
+    assert torch.equal(s.grad, torch.zeros_like(s.grad))
+
+
+def test_squash_gradient_is_finite_for_tiny_vectors():
+    s = torch.full((5, 8), 1e-20, requires_grad=True)
+    squash(s).pow(2).sum().backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_squash_gradient_matches_finite_differences():
+    s = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(squash, (s,))
+
+
+def test_squash_one_dimensional_input_follows_the_slide_curve():
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    v = squash(x.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(v, torch.sign(x) * x ** 2 / (1 + x ** 2))
+
+
+def test_squash_along_a_chosen_dim(rng):
+    s = torch.randn(2, 8, 7, generator=rng)
+    torch.testing.assert_close(squash(s, dim=1), squash(s.transpose(1, 2)).transpose(1, 2))
+
+
+def test_squash_keeps_half_precision_dtype():
+    s = torch.randn(4, 8).bfloat16()
+    v = squash(s)
+    assert v.dtype == torch.bfloat16
+    torch.testing.assert_close(v.float(), squash(s.float()), atol=1e-2, rtol=1e-2)
+
+
+def test_squash_rejects_a_scalar():
+    with pytest.raises(ValueError, match="scalar"):
+        squash(torch.tensor(1.0))
+
+
+def test_capsule_length_is_euclidean_norm(rng):
+    v = torch.randn(4, 10, 16, generator=rng)
+    torch.testing.assert_close(capsule_length(v), v.norm(dim=-1))
