@@ -34,6 +34,9 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the user's usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

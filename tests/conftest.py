@@ -1,12 +1,6 @@
-"""Shared fixtures. Test mode makes the notebooks (run by nbval in kernels that inherit this
-environment) use small data and few steps."""
-import os
-
+"""Shared fixtures (test mode and the plotting backend are set in the top-level conftest.py)."""
 import pytest
 import torch
-
-os.environ.setdefault("CAPSEDU_TEST_MODE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture

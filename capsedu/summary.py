@@ -1,0 +1,162 @@
+"""Per-layer shapes, parameter counts, compute and timings of a CapsNet (chapter 4 of the book).
+
+Shapes come from a real forward pass (forward hooks on ``conv1``, ``primary``, ``digits`` and
+``decoder``); parameters are counted on the modules; multiply-adds ("MACs", per image) follow
+from the layer sizes:
+
+* a convolution costs ``H_out * W_out * C_out * (k * k * C_in)`` MACs,
+* the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (eq. 2) cost ``n_in * n_out * d_out * d_in``,
+* one routing iteration costs ``n_in * n_out * d_out`` MACs for eq. 3 plus as many for the
+  agreement ``u_hat . v`` (line 7 of Procedure 1); the last iteration skips the agreement,
+* a fully connected layer costs ``n_in * n_out``.
+
+Element-wise work (ReLU, squash, softmax, sigmoid) is not counted: it is tiny next to these.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .models import CapsNet, count_parameters
+from .routing import dynamic_routing
+
+__all__ = ["LayerRow", "layer_table", "routing_macs", "routing_memory_bytes", "time_layers", "totals",
+           "format_table"]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One line of the architecture table (numbers are per image)."""
+
+    name: str
+    output_shape: Tuple[int, ...]   # without the batch axis
+    params: int
+    macs: int
+    note: str = ""
+
+
+def routing_macs(n_in: int, n_out: int, dim: int, iterations: int) -> int:
+    """Multiply-adds of Procedure 1 for one image: eq. 3 every iteration, the agreement in all but the last."""
+    per_product = n_in * n_out * dim
+    return iterations * per_product + (iterations - 1) * per_product
+
+
+def routing_memory_bytes(batch: int, n_in: int, n_out: int, dim: int, bytes_per_value: int = 4) -> int:
+    """Size of one ``u_hat`` tensor ``(batch, n_in, n_out, dim)``: what routing reads every iteration."""
+    return batch * n_in * n_out * dim * bytes_per_value
+
+
+def _conv_macs(conv: torch.nn.Conv2d, out_hw: Tuple[int, int]) -> int:
+    k_h, k_w = conv.kernel_size
+    per_output = k_h * k_w * conv.in_channels // conv.groups
+    return out_hw[0] * out_hw[1] * conv.out_channels * per_output
+
+
+@torch.no_grad()
+def layer_table(model: CapsNet, image_size: Optional[int] = None) -> List[LayerRow]:
+    """Shapes (from a forward pass of one blank image), parameters and multiply-adds of every stage.
+
+    ``image_size`` defaults to the model's own (``model.config.image_size``); the model only accepts
+    that size, so the argument is a check that the table is for the image size you think it is.
+    """
+    cfg = model.config
+    size = cfg.image_size if image_size is None else image_size
+    if size != cfg.image_size:
+        raise ValueError(f"this model takes {cfg.image_size}x{cfg.image_size} images, not {size}x{size}; "
+                         f"build CapsNet(..., image_size={size})")
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    hooks = []
+    for name in ("conv1", "primary", "digits", "decoder"):
+        module = getattr(model, name)
+        if module is None:
+            continue
+        hooks.append(module.register_forward_hook(
+            lambda _m, _inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, cfg.in_channels, size, size, device=next(model.parameters()).device)
+        model(x)
+        u = model.primary_capsules(x)                  # (1, n_primary, primary_dim)
+        u_hat_shape = tuple(model.digits.predictions(u).shape[1:])  # (n_primary, n_classes, digit_dim)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+    conv1_hw = shapes["conv1"][1:]
+    primary_conv = model.primary.conv
+    grid = model.primary.output_grid(*conv1_hw)
+    n_in, n_out, d_out = u_hat_shape
+    rows = [
+        LayerRow("input", (cfg.in_channels, size, size), 0, 0, "image"),
+        LayerRow("conv1", shapes["conv1"], count_parameters(model.conv1), _conv_macs(model.conv1, conv1_hw),
+                 f"{cfg.conv_channels} kernels {cfg.conv_kernel}x{cfg.conv_kernel}, stride 1, ReLU"),
+        LayerRow("PrimaryCaps", shapes["primary"], count_parameters(model.primary), _conv_macs(primary_conv, grid),
+                 f"{cfg.primary_types} types x {cfg.primary_dim}-D on a {grid[0]}x{grid[1]} grid, squash"),
+        LayerRow("DigitCaps u_hat", u_hat_shape, count_parameters(model.digits), n_in * n_out * d_out * cfg.primary_dim,
+                 f"one {d_out}x{cfg.primary_dim} W_ij per (i, j), no bias (eq. 2)"),
+        LayerRow(f"routing (r={model.routing_iterations})", shapes["digits"], 0,
+                 routing_macs(n_in, n_out, d_out, model.routing_iterations), "eqs. 1, 3, 4 + agreement"),
+    ]
+    if model.decoder is not None:
+        linears = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+        rows.append(LayerRow("decoder", shapes["decoder"], count_parameters(model.decoder),
+                             sum(m.in_features * m.out_features for m in linears),
+                             " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears])))
+    return rows
+
+
+def totals(rows: List[LayerRow]) -> Dict[str, int]:
+    """Total parameters and multiply-adds, with and without the decoder."""
+    params = sum(r.params for r in rows)
+    macs = sum(r.macs for r in rows)
+    dec = [r for r in rows if r.name == "decoder"]
+    return {"params": params, "macs": macs,
+            "params_without_decoder": params - sum(r.params for r in dec),
+            "macs_without_decoder": macs - sum(r.macs for r in dec)}
+
+
+def format_table(rows: List[LayerRow]) -> str:
+    """Plain-text table of :func:`layer_table` rows."""
+    lines = [f"{'layer':<18}{'output shape':<18}{'params':>12}{'MACs/image':>15}  note"]
+    for r in rows:
+        shape = "x".join(str(s) for s in r.output_shape)
+        lines.append(f"{r.name:<18}{shape:<18}{r.params:>12,}{r.macs:>15,}  {r.note}")
+    t = totals(rows)
+    lines.append(f"{'total':<18}{'':<18}{t['params']:>12,}{t['macs']:>15,}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def time_layers(model: CapsNet, batch_size: int = 16, repeats: int = 3, seed: int = 0) -> Dict[str, float]:
+    """Median wall-clock seconds of each stage for one forward pass of ``batch_size`` random images."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen)
+    was_training = model.training
+    model.eval()
+    stages: Dict[str, List[float]] = {}
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    try:
+        for rep in range(repeats + 1):  # the first pass only warms up (allocations, kernel selection)
+            h = timed("conv1", lambda t: F.relu(model.conv1(t)), x)
+            u = timed("PrimaryCaps", model.primary, h)
+            u_hat = timed("DigitCaps u_hat", model.digits.predictions, u)
+            v = timed("routing", lambda t: dynamic_routing(t, model.routing_iterations), u_hat)
+            if model.decoder is not None:
+                classes = v.norm(dim=-1).argmax(dim=1)
+                timed("decoder", model.reconstruct, v, classes)
+    finally:
+        model.train(was_training)
+    return {k: sorted(vals[1:])[len(vals[1:]) // 2] for k, vals in stages.items()}

@@ -1,0 +1,262 @@
+"""Small, fully inspectable examples for chapters 1-3 (motivation, squash, routing).
+
+Nothing here is part of a CapsNet; these are the toys the book uses to make one point each:
+
+* :func:`detect_1d` / :func:`presence_and_position_1d`: the slides' 1-D example of invariance
+  (presence) versus equivariance (instantiation parameters).
+* :func:`face_image`, :func:`detect_parts`, :func:`capsule_readout`: a 28x28 cartoon face made of
+  parts, matched-filter part detectors, global max pooling (what a pooling CNN keeps) and a
+  capsule-like readout (presence *and* position) of the same detector maps.
+* :class:`PoolingCNN`, :func:`train_pooling_cnn`, :func:`scramble_patches`: a small max-pooling CNN
+  for MNIST and the "scrambled parts" test.
+* :func:`coincidence_probability`: how unlikely it is that random predictions agree in d dimensions.
+* :func:`toy_votes`: a handful of 2-D prediction vectors ``u_hat_{j|i}`` with one agreeing cluster
+  per parent and an outlier, for routing by hand.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "TEMPLATES_1D", "detect_1d", "presence_and_position_1d",
+    "PART_TEMPLATES", "FACE_LAYOUT", "SCRAMBLED_LAYOUT", "face_image", "detect_parts", "max_pool_presence",
+    "capsule_readout",
+    "PoolingCNN", "train_pooling_cnn", "scramble_patches", "displace_top_half",
+    "coincidence_probability", "coincidence_monte_carlo",
+    "toy_votes",
+]
+
+# ----------------------------------------------------------------------------- 1-D invariance vs equivariance
+
+#: Four 1-D "entity" templates of width 2. Type 1 is the pattern (3, 2) of the slides' example.
+TEMPLATES_1D = torch.tensor([[1.0, 1.0], [3.0, 2.0], [2.0, 3.0], [1.0, 4.0]])
+
+
+def detect_1d(x: torch.Tensor, templates: torch.Tensor = TEMPLATES_1D, sharpness: float = 3.0) -> torch.Tensor:
+    """Place-coded detector maps: ``exp(-sharpness * ||window - template||^2)`` at every position.
+
+    ``x (L,)`` -> ``(n_types, L - width + 1)``; 1 where a window equals a template exactly.
+    A convolution layer in disguise: it is translation *equivariant* (shift x, the map shifts).
+    """
+    width = templates.shape[1]
+    windows = x.unfold(0, width, 1)  # (positions, width)
+    d2 = ((windows.unsqueeze(0) - templates.unsqueeze(1)) ** 2).sum(-1)  # (n_types, positions)
+    return torch.exp(-sharpness * d2)
+
+
+def presence_and_position_1d(maps: torch.Tensor, beta: float = 20.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Capsule-like readout of ``maps (n_types, positions)``.
+
+    Returns ``presence (n_types,)`` = max over positions (invariant, what pooling keeps) and
+    ``position (n_types,)`` = soft-argmax position (equivariant, what pooling throws away).
+    """
+    presence = maps.amax(dim=1)
+    weights = torch.softmax(beta * maps, dim=1)
+    position = (weights * torch.arange(maps.shape[1], dtype=maps.dtype)).sum(1)
+    return presence, position
+
+
+# ----------------------------------------------------------------------------- a face made of parts
+
+#: Binary part templates (matched filters): an eye (a plus), a nose (a vertical bar), a mouth (a smile).
+PART_TEMPLATES: Dict[str, torch.Tensor] = {
+    "eye": torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32),
+    "nose": torch.tensor([[1], [1], [1], [1]], dtype=torch.float32),
+    "mouth": torch.tensor([[1, 0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 1, 0]], dtype=torch.float32),
+}
+
+#: Top-left (row, col) of each part on a 28x28 canvas: a face ...
+FACE_LAYOUT: List[Tuple[str, int, int]] = [("eye", 8, 7), ("eye", 8, 18), ("nose", 11, 13), ("mouth", 18, 10)]
+#: ... and the same parts, shuffled around (the "Picasso face").
+SCRAMBLED_LAYOUT: List[Tuple[str, int, int]] = [("mouth", 6, 10), ("eye", 17, 5), ("eye", 12, 20), ("nose", 16, 13)]
+
+
+def face_image(layout: Sequence[Tuple[str, int, int]] = FACE_LAYOUT, size: int = 28, shift: Tuple[int, int] = (0, 0)
+               ) -> torch.Tensor:
+    """Draw the parts of ``layout`` at their (row + dy, col + dx) positions: ``(size, size)`` in {0, 1}."""
+    img = torch.zeros(size, size)
+    dy, dx = shift
+    for name, r, c in layout:
+        t = PART_TEMPLATES[name]
+        r, c = r + dy, c + dx
+        if r < 0 or c < 0 or r + t.shape[0] > size or c + t.shape[1] > size:
+            raise ValueError(f"part {name!r} at ({r}, {c}) does not fit on a {size}x{size} canvas")
+        img[r:r + t.shape[0], c:c + t.shape[1]] = torch.maximum(img[r:r + t.shape[0], c:c + t.shape[1]], t)
+    return img
+
+
+def detect_parts(image: torch.Tensor) -> torch.Tensor:
+    """Matched-filter detector maps, one per part type: ``(n_types, size, size)``.
+
+    Each template is correlated with the image ('same' padding, anchored at the template's
+    top-left corner) and normalised by its energy, then thresholded so an exact match gives 1
+    and anything less than 90% of a match gives 0. A convolution + ReLU layer, written by hand.
+    """
+    size = image.shape[-1]
+    maps = []
+    for t in PART_TEMPLATES.values():
+        kh, kw = t.shape
+        padded = F.pad(image[None, None], (0, kw - 1, 0, kh - 1))
+        resp = F.conv2d(padded, t[None, None]) / t.sum()  # (1, 1, size, size)
+        maps.append(torch.clamp((resp[0, 0] - 0.9) / 0.1, min=0.0, max=1.0)[:size, :size])
+    return torch.stack(maps)
+
+
+def max_pool_presence(maps: torch.Tensor) -> torch.Tensor:
+    """What a CNN with global max pooling keeps of ``maps (n_types, H, W)``: one number per type."""
+    return maps.flatten(1).amax(dim=1)
+
+
+def capsule_readout(maps: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Presence *and* instantiation parameters of every detection.
+
+    Returns ``presence (n_types,)`` (max, as pooling), ``count (n_types,)`` (number of detections)
+    and ``positions``: a ``(n_detections, 3)`` tensor of ``(type, row, col)`` rows, sorted.
+    """
+    hits = torch.nonzero(maps > 0.5)  # (n_detections, 3): type, row, col
+    return {"presence": max_pool_presence(maps), "count": torch.bincount(hits[:, 0], minlength=maps.shape[0]),
+            "positions": hits}
+
+
+# ----------------------------------------------------------------------------- a pooling CNN on MNIST
+
+class PoolingCNN(nn.Module):
+    """conv 5x5 -> ReLU -> max-pool 2 -> conv 5x5 -> ReLU -> *global* max-pool -> linear.
+
+    The global max pool keeps, for every feature, only "how strongly is it somewhere", which is
+    exactly what Hinton's criticism is about. ``features`` gives the maps before pooling,
+    ``pooled`` the vector after it.
+    """
+
+    def __init__(self, channels: Tuple[int, int] = (16, 32), n_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels[0], 5)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 5)
+        self.fc = nn.Linear(channels[1], n_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, 28, 28)`` -> feature maps ``(B, channels[1], 8, 8)``."""
+        x = F.max_pool2d(F.relu(self.conv1(images)), 2)
+        return F.relu(self.conv2(x))
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """Global max over positions: ``(B, channels[1])``."""
+        return self.features(images).amax(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pooled(images))
+
+
+def train_pooling_cnn(images: torch.Tensor, labels: torch.Tensor, steps: int = 300, batch_size: int = 64,
+                      lr: float = 3e-3, seed: int = 0) -> Tuple[PoolingCNN, List[float]]:
+    """Train a :class:`PoolingCNN` with Adam on float ``images (N, 1, 28, 28)``; returns (model, losses).
+
+    Runs on one CPU thread (restored afterwards): for convolutions this small, synchronising threads
+    costs more than it saves, and on a busy shared machine it can be many times slower.
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = PoolingCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            idx = torch.randint(images.shape[0], (batch_size,), generator=g)
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), losses
+
+
+def scramble_patches(images: torch.Tensor, grid: int = 2, perm: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Cut ``images (..., H, W)`` into ``grid x grid`` patches and put them back in the order ``perm``.
+
+    The default permutation reverses the patch order (for 2x2: swaps diagonally opposite quadrants),
+    so every part lands somewhere else while all of them stay in the picture.
+    """
+    h, w = images.shape[-2:]
+    if h % grid or w % grid:
+        raise ValueError(f"image size {h}x{w} is not divisible by grid {grid}")
+    n = grid * grid
+    perm = list(range(n))[::-1] if perm is None else list(perm)
+    if sorted(perm) != list(range(n)):
+        raise ValueError(f"perm must be a permutation of range({n}), got {perm}")
+    ph, pw = h // grid, w // grid
+    patches = [images[..., (k // grid) * ph:(k // grid + 1) * ph, (k % grid) * pw:(k % grid + 1) * pw] for k in range(n)]
+    rows = [torch.cat([patches[perm[r * grid + c]] for c in range(grid)], dim=-1) for r in range(grid)]
+    return torch.cat(rows, dim=-2)
+
+
+def displace_top_half(images: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move the top half of ``images (..., H, W)`` ``shift`` pixels to the right (zero fill), leaving the
+    bottom half in place: the parts stay intact, their relative position changes."""
+    if shift < 0:
+        raise ValueError(f"shift must be >= 0, got {shift}")
+    h, w = images.shape[-2:]
+    out = images.clone()
+    if shift:
+        out[..., :h // 2, :] = 0
+        out[..., :h // 2, shift:] = images[..., :h // 2, :w - shift]
+    return out
+
+
+# ----------------------------------------------------------------------------- high-dimensional coincidence
+
+def coincidence_probability(dim: int, cos_threshold: float = 0.9, steps: int = 20001) -> float:
+    """P(cos(angle) > cos_threshold) for two independent uniformly random directions in ``dim`` dimensions.
+
+    The angle phi between them has density proportional to ``sin(phi)**(dim - 2)`` on [0, pi];
+    integrated numerically (trapezoid rule).
+    """
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2, got {dim}")
+    def integral(upper: float) -> torch.Tensor:
+        phi = torch.linspace(0.0, upper, steps, dtype=torch.float64)
+        return torch.trapezoid(torch.sin(phi) ** (dim - 2), phi)
+
+    return float(integral(math.acos(cos_threshold)) / integral(math.pi))
+
+
+def coincidence_monte_carlo(dim: int, cos_threshold: float = 0.9, n: int = 100_000, seed: int = 0) -> float:
+    """Monte Carlo estimate of :func:`coincidence_probability` from ``n`` random pairs."""
+    g = torch.Generator().manual_seed(seed)
+    a = F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+    b = F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+    return float(((a * b).sum(1) > cos_threshold).double().mean())
+
+
+# ----------------------------------------------------------------------------- toy routing votes
+
+def toy_votes(seed: int = 0, noise: float = 0.12) -> Tuple[torch.Tensor, Dict[str, object]]:
+    """Seven children voting for three parents with 2-D predictions: ``u_hat (1, 7, 3, 2)``.
+
+    * children 0-3 agree about parent 0 (votes near (1.2, 0.9));
+    * children 4-5 agree about parent 1 (votes near (-1.0, 1.1));
+    * child 6 is an outlier: its vote for parent 0 points away from the cluster, the others are random;
+    * every other vote is a random direction with a length in [0.3, 0.8], so parent 2 gets no agreement.
+
+    Returns ``(u_hat, info)`` with ``info["groups"] = {parent: [children]}``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_in, n_out = 7, 3
+    angles = torch.rand(n_in, n_out, generator=g) * 2 * math.pi
+    lengths = 0.3 + 0.5 * torch.rand(n_in, n_out, generator=g)
+    u = torch.stack([torch.cos(angles), torch.sin(angles)], -1) * lengths.unsqueeze(-1)  # (n_in, n_out, 2)
+    centres = {0: torch.tensor([1.2, 0.9]), 1: torch.tensor([-1.0, 1.1])}
+    groups = {0: [0, 1, 2, 3], 1: [4, 5]}
+    for j, children in groups.items():
+        for i in children:
+            u[i, j] = centres[j] + noise * torch.randn(2, generator=g)
+    u[6, 0] = torch.tensor([-0.9, -0.6])  # the outlier's vote for parent 0 points away from the cluster
+    return u.unsqueeze(0), {"groups": groups, "outlier": 6, "centres": centres}
