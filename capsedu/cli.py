@@ -3,10 +3,14 @@
 
 The defaults run on a 2-core laptop without GPU or internet: ``capsedu train`` trains the small
 CapsNet for one epoch (a few minutes) and ends with ``test accuracy: NN.NN%``.
+
+Data-parallel training: ``torchrun --nproc_per_node=N -m capsedu.cli train ...`` (see
+:mod:`capsedu.distributed`); ``--compile``/``--amp``/``--channels-last`` (see :mod:`capsedu.fast`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue an interrupted run (default checkpoint: OUTPUT/last.pt)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default="auto",
+                   help="torch.compile the model (default: on CUDA only; falls back to eager with a warning)")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default="auto",
+                   help="bf16 autocast on CUDA, routing kept in float32 (default: on CUDA with bf16; "
+                        "a no-op with a message on the CPU)")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default="auto",
+                   help="NHWC convolutions (default: on; measured faster on CPUs and GPUs)")
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint on the MNIST test set")
     e.add_argument("checkpoint")
@@ -95,12 +106,15 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device, data=args.data, subset=True if args.subset else None,
         train_limit=args.train_limit, test_limit=args.test_limit,
         checkpoint_every=args.checkpoint_every, output=args.output,
+        compile=args.compile, amp=args.amp, channels_last=args.channels_last,
     )
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(args.output) / CHECKPOINT_NAME
     start = time.perf_counter()
     result = fit(config, resume=resume, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"trained in {time.perf_counter() - start:.0f}s on {result.data_source} MNIST; "
           f"checkpoint: {result.checkpoint}")
     print(f"test accuracy: {100 * result.test_accuracy:.2f}%")

@@ -107,6 +107,9 @@ class CapsNet(nn.Module):
             ``"last"`` only through the last.
         reconstruction: build the decoder (FC 512 -> 1024 -> image, sigmoid).
         decoder_hidden: hidden widths of the decoder.
+        memory_format: ``torch.channels_last`` stores the convolutions in NHWC and converts the
+            images on the way in (a speed option, see :func:`capsedu.fast.optimize`); results
+            are the same.
     """
 
     def __init__(self, preset: str = "paper", *, in_channels: Optional[int] = None, image_size: Optional[int] = None,
@@ -115,12 +118,13 @@ class CapsNet(nn.Module):
                  primary_kernel: Optional[int] = None, primary_stride: Optional[int] = None,
                  n_classes: Optional[int] = None, digit_dim: Optional[int] = None,
                  routing_iterations: Optional[int] = None, routing_gradient: Optional[str] = None,
-                 reconstruction: Optional[bool] = None, decoder_hidden: Optional[Sequence[int]] = None):
+                 reconstruction: Optional[bool] = None, decoder_hidden: Optional[Sequence[int]] = None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown CapsNet preset {preset!r}; choose one of {sorted(PRESETS)}")
         overrides = {k: v for k, v in locals().items()
-                     if k not in ("self", "preset", "__class__") and v is not None}
+                     if k not in ("self", "preset", "__class__", "memory_format") and v is not None}
         if "decoder_hidden" in overrides:
             overrides["decoder_hidden"] = tuple(overrides["decoder_hidden"])
         cfg = replace(PRESETS[preset], **overrides).validate()
@@ -133,6 +137,10 @@ class CapsNet(nn.Module):
         self.decoder = (Decoder(cfg.n_classes, cfg.digit_dim, cfg.decoder_hidden,
                                 (cfg.in_channels, cfg.image_size, cfg.image_size))
                         if cfg.reconstruction else None)
+        # performance only (not part of the config): torch.channels_last runs the convolutions in NHWC
+        self.memory_format = memory_format
+        if memory_format == torch.channels_last:
+            self.to(memory_format=memory_format)
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "CapsNet":
@@ -175,10 +183,15 @@ class CapsNet(nn.Module):
             raise ValueError(f"labels must lie in [0, {n - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
         return labels
 
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "memory_format", torch.contiguous_format) == torch.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """conv1 + PrimaryCaps: ``(batch, n_primary, primary_dim)`` squashed vectors ``u_i``."""
         images = self._check_images(images)
-        return self.primary(F.relu(self.conv1(images), inplace=True))
+        return self.primary(F.relu(self.conv1(self._layout(images)), inplace=True))
 
     def predictions(self, images: torch.Tensor) -> torch.Tensor:
         """Prediction vectors ``u_hat_{j|i}`` (eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
@@ -200,7 +213,7 @@ class CapsNet(nn.Module):
             labels = self._check_labels(labels, images.shape[0])
         if routing_iterations is not None:
             check_iterations(routing_iterations)
-        u = self.primary(F.relu(self.conv1(images), inplace=True))  # (batch, n_primary, primary_dim)
+        u = self.primary(F.relu(self.conv1(self._layout(images)), inplace=True))  # (batch, n_primary, primary_dim)
         poses = self.digits(u, iterations=routing_iterations)        # (batch, n_classes, digit_dim)
         lengths = capsule_length(poses)                              # (batch, n_classes)
         reconstructions = None

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from .distributed import DistContext, unwrap
+from .fast import autocast, optimize, resolve_amp
 from .losses import capsule_loss
 from .models import BaselineCNN, CapsNet, CapsNetOutput
 
@@ -55,14 +57,15 @@ def predict(output: Any) -> torch.Tensor:
 
 def default_loss(model: nn.Module) -> Callable:
     """``capsule_loss`` for a CapsNet, cross-entropy for anything that returns logits."""
-    if isinstance(model, CapsNet):
+    if isinstance(unwrap(model), CapsNet):
         return lambda out, images, labels: capsule_loss(out, images, labels)
     return lambda out, images, labels: F.cross_entropy(out, labels)
 
 
 def _forward(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor]):
     # CapsNets take labels to mask the decoder during training; other models only see images.
-    if isinstance(model, CapsNet) or getattr(model, "takes_labels", False):
+    inner = unwrap(model)  # a DistributedDataParallel wrapper passes the labels on
+    if isinstance(inner, CapsNet) or getattr(inner, "takes_labels", False):
         return model(images, labels)
     return model(images)
 
@@ -89,31 +92,46 @@ def train_epoch(
     description: str = "train",
     total: Optional[int] = None,
     on_step: Optional[Callable[[int, float], None]] = None,
+    amp: bool = False,
+    dist: Optional[DistContext] = None,
 ) -> Dict[str, float]:
-    """One pass over ``batches``; returns mean loss and accuracy on the (augmented) training batches."""
+    """One pass over ``batches``; returns mean loss and accuracy on the (augmented) training batches.
+
+    ``amp``: run forward and loss under bf16 autocast (CUDA only; see :func:`capsedu.fast.autocast`).
+    ``dist``: in a data-parallel run (``model`` wrapped in DDP), each rank trains on its slice of
+    every batch and the returned metrics are summed over the ranks (:mod:`capsedu.distributed`).
+    """
     loss_fn = loss_fn or default_loss(model)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
+    device = None
     bar = tqdm(batches, desc=description, total=total, disable=not progress, leave=False, dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
-        out = _forward(model, images, labels)
-        loss = loss_fn(out, images, labels)
+        scale = 1.0
+        if dist is not None and dist.enabled:
+            images, labels, scale = dist.shard(images, labels)
+        device = images.device
+        with autocast(device, enabled=amp):
+            out = _forward(model, images, labels)
+            loss = loss_fn(out, images, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale if scale != 1.0 else loss).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = labels.shape[0]
+        n = labels.shape[0] if scale != 0.0 else 0
         loss_sum += loss.item() * n
-        correct += int((predict(out) == labels).sum())
+        correct += int((predict(out) == labels).sum()) if n else 0
         seen += n
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         if on_step is not None:
             on_step(step, loss.item())
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+    if dist is not None and dist.enabled:
+        loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen], device or torch.device("cpu"))
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "examples": int(seen)}
 
 
 @torch.no_grad()
@@ -124,18 +142,33 @@ def evaluate(
     *,
     progress: bool = False,
     description: str = "test",
+    amp: bool = False,
+    dist: Optional[DistContext] = None,
 ) -> Dict[str, float]:
-    """Accuracy, error and mean loss over ``batches`` (eval mode: no dropout, decoder masked by prediction)."""
+    """Accuracy, error and mean loss over ``batches`` (eval mode: no dropout, decoder masked by prediction).
+
+    ``dist``: each rank evaluates its slice of every batch and the totals are summed over the ranks.
+    """
+    model = unwrap(model)
     loss_fn = loss_fn or default_loss(model)
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
+    device = None
     for images, labels in tqdm(batches, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
-        out = model(images)  # no labels: the decoder sees the longest capsule, as at test time
-        loss_sum += float(loss_fn(out, images, labels)) * labels.shape[0]
+        if dist is not None and dist.enabled:
+            images, labels, scale = dist.shard(images, labels)
+            if scale == 0.0:
+                continue
+        device = images.device
+        with autocast(device, enabled=amp):
+            out = model(images)  # no labels: the decoder sees the longest capsule, as at test time
+            loss_sum += float(loss_fn(out, images, labels)) * labels.shape[0]
         correct += int((predict(out) == labels).sum())
         seen += labels.shape[0]
     model.train(was_training)
+    if dist is not None and dist.enabled:
+        loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen], device or torch.device("cpu"))
     if seen == 0:
         raise ValueError("evaluate() got no batches")
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "error": 1.0 - correct / seen}
@@ -165,6 +198,10 @@ class TrainConfig:
     eval_batch_size: int = 500
     checkpoint_every: int = 0            # also checkpoint every N steps (0: only at epoch ends)
     output: str = "runs/capsnet"
+    # speed options (capsedu.fast): True, False or "auto"
+    compile: Any = "auto"                # torch.compile, eager fallback with a warning (auto: CUDA only)
+    amp: Any = "auto"                    # bf16 autocast (auto: CUDA with bf16; routing stays float32)
+    channels_last: Any = "auto"          # NHWC convolutions (auto: on)
 
     def validate(self) -> "TrainConfig":
         if self.model not in ("capsnet", "baseline"):
@@ -177,6 +214,9 @@ class TrainConfig:
             raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
         if self.augment_shift < 0 or self.checkpoint_every < 0:
             raise ValueError("augment_shift and checkpoint_every must be >= 0")
+        for name in ("compile", "amp", "channels_last"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise ValueError(f"{name} must be True, False or 'auto', got {getattr(self, name)!r}")
         return self
 
     def build_model(self) -> nn.Module:
@@ -215,8 +255,23 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
     """Train ``config`` to the end, writing ``output/last.pt`` after every epoch (and every
     ``checkpoint_every`` steps, and on Ctrl-C); ``resume`` continues from such a checkpoint at the
     exact batch where it stopped, with the same data order and augmentation."""
-    from .data import Batches, load_mnist  # data imports torchvision; keep `import capsedu.train` light
+    from . import distributed
 
+    ctx, dist_device = distributed.setup(config.device)
+    try:
+        return _fit(config, resume, progress, log, ctx, dist_device)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _fit(config: TrainConfig, resume: Optional[os.PathLike], progress: bool, log: Callable[[str], None],
+         ctx: DistContext, dist_device: Optional[torch.device]) -> FitResult:
+    from .data import Batches, load_mnist  # data imports torchvision; keep `import capsedu.train` light
+    from .distributed import wrap_model
+
+    if not ctx.is_main:  # rank 0 alone logs, shows progress and writes files
+        progress = False
+        log = lambda *_args, **_kw: None  # noqa: E731
     state = None
     if resume is not None:
         state = load_checkpoint(resume)
@@ -225,12 +280,14 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
         saved = TrainConfig(**state["train_config"])
         # a resumed run keeps its recipe; only the length and where to write may change
         saved.epochs, saved.output = config.epochs, config.output
+        saved.compile, saved.amp, saved.channels_last = config.compile, config.amp, config.channels_last
         config = saved
     config.validate()
-    device = select_device(config.device)
+    device = dist_device or select_device(config.device)
     torch.manual_seed(config.seed)
     out_dir = Path(config.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     train_split = load_mnist("train", root=config.data, subset=config.subset)
@@ -241,6 +298,8 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
     test_batches = Batches(test_split, config.eval_batch_size, device=device, limit=config.test_limit)
 
     model = config.build_model().to(device)
+    optimize(model, compile=config.compile, channels_last=config.channels_last)
+    amp = resolve_amp(config.amp, device)
     optimizer, scheduler = make_optimizer(model, config.lr, config.lr_decay, config.decay_steps)
     history: List[Dict[str, float]] = []
     epoch, start_batch = 0, 0
@@ -255,8 +314,13 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
         log(f"resuming {resume} at epoch {epoch + 1}, batch {start_batch} of {len(train_batches)}")
 
     model_class, model_config = _model_record(model)
+    train_model = wrap_model(model, ctx, device)  # DDP in a torchrun launch, else the model itself
+    if ctx.enabled:
+        log(f"data parallel: {ctx.world_size} processes ({ctx.backend}), global batch {config.batch_size}")
 
     def checkpoint(epoch_done: int, step_in_epoch: int, epoch_start_generator: torch.Tensor) -> None:
+        if not ctx.is_main:
+            return
         save_checkpoint({
             "model_class": model_class, "model_config": model_config,
             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
@@ -279,16 +343,16 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
                 checkpoint(epoch, steps_done, epoch_generator)
 
         try:
-            stats = train_epoch(model, train_batches.iter_from(start_batch), optimizer, scheduler, loss_fn,
+            stats = train_epoch(train_model, train_batches.iter_from(start_batch), optimizer, scheduler, loss_fn,
                                 progress=progress, description=f"epoch {epoch + 1}/{config.epochs}",
-                                total=len(train_batches) - start_batch, on_step=on_step)
+                                total=len(train_batches) - start_batch, on_step=on_step, amp=amp, dist=ctx)
         except KeyboardInterrupt:
             checkpoint(epoch, steps_done, epoch_generator)
             log(f"interrupted: checkpoint written to {ckpt_path} (epoch {epoch + 1}, batch {steps_done}); "
                 f"continue with --resume")
             raise
         seconds = time.perf_counter() - t0
-        test = evaluate(model, test_batches, loss_fn, progress=progress)
+        test = evaluate(model, test_batches, loss_fn, progress=progress, amp=amp, dist=ctx)
         epoch += 1
         start_batch = 0
         history.append({
@@ -297,7 +361,9 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: 
             "lr": scheduler.get_last_lr()[0], "seconds": seconds,
         })
         checkpoint(epoch, 0, generator.get_state())
-        _write_history(history, out_dir / HISTORY_NAME)
+        if ctx.is_main:
+            _write_history(history, out_dir / HISTORY_NAME)
+        ctx.barrier()
         log(f"epoch {epoch}/{config.epochs}: train loss {stats['loss']:.4f}, train acc {100 * stats['accuracy']:.2f}%, "
             f"test acc {100 * test['accuracy']:.2f}% ({seconds:.0f}s)")
 

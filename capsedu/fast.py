@@ -1,0 +1,160 @@
+"""Speed options for training and inference, with safe automatic defaults.
+
+* :func:`optimize` ``(model, compile=..., channels_last=...)``: NHWC convolutions and/or
+  ``torch.compile``, both optional; a failed compile warns once and the model runs eagerly.
+* :func:`autocast` ``(device, enabled)``: bf16 autocast on CUDA (routing and squash stay in
+  float32, see :mod:`capsedu.routing`); a no-op elsewhere.
+* :func:`resolve_amp`, :func:`resolve_channels_last`, :func:`resolve_compile`: what ``"auto"``
+  means on a device.
+
+What was measured (``benchmarks/README.md``): on the CPU the routing's hand-written backward
+pass and channels_last convolutions are the big wins; compile is slow to build there, and CPUs
+without bf16 instructions gain nothing from autocast. So ``"auto"`` means: channels_last
+everywhere, compile and bf16 autocast on CUDA only.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import warnings
+from typing import Any, Callable, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["optimize", "autocast", "resolve_amp", "resolve_channels_last", "resolve_compile",
+           "compile_available", "is_compiled"]
+
+Auto = Union[bool, str]
+_warned: set = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _device_of(model_or_device: Any) -> torch.device:
+    if isinstance(model_or_device, nn.Module):
+        p = next(model_or_device.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+    return torch.device(model_or_device if model_or_device is not None else "cpu")
+
+
+def _check_auto(name: str, value: Auto) -> None:
+    if value != "auto" and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+
+
+def resolve_amp(value: Auto, device: Any) -> bool:
+    """``"auto"``: bf16 autocast on CUDA devices that support bf16, off elsewhere.
+
+    ``True`` on a device without a useful bf16 path (the CPU) prints why and returns False.
+    """
+    _check_auto("amp", value)
+    device = _device_of(device)
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if value == "auto":
+        return cuda_bf16
+    if value and not cuda_bf16:
+        _warn_once(f"amp-{device.type}", f"--amp: bf16 autocast is only used on CUDA GPUs with bf16 support; "
+                                         f"running in float32 on {device}")
+        return False
+    return bool(value)
+
+
+def resolve_channels_last(value: Auto, device: Any) -> bool:
+    """``"auto"``: NHWC everywhere. On CUDA tensor-core convolutions prefer it; on the CPU it made
+    a paper-CapsNet training step 1.7x faster and a small one 1.1x (``benchmarks/README.md``)."""
+    _check_auto("channels_last", value)
+    if value == "auto":
+        return True
+    return bool(value)
+
+
+def compile_available(device: Any = "cpu") -> bool:
+    """Whether ``torch.compile`` can be expected to work here (inductor needs a C++ compiler on CPU)."""
+    if not hasattr(torch, "compile"):
+        return False
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # pragma: no cover - broken installs
+        return False
+    if _device_of(device).type == "cpu" and not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        return False
+    return True
+
+
+def resolve_compile(value: Auto, device: Any) -> bool:
+    """``"auto"``: compile on CUDA when available; on the CPU compile time outweighs the gain."""
+    _check_auto("compile", value)
+    device = _device_of(device)
+    if value == "auto":
+        return device.type == "cuda" and compile_available(device)
+    if value and not compile_available(device):
+        _warn_once("compile-unavailable", "torch.compile is unavailable here; running eagerly")
+        return False
+    return bool(value)
+
+
+def autocast(device: Any, enabled: bool = True):
+    """bf16 autocast on CUDA when ``enabled``; otherwise a context that does nothing."""
+    device = _device_of(device)
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _GuardedForward:
+    """``model.forward`` replaced by a compiled version that falls back to eager on failure."""
+
+    def __init__(self, model: nn.Module, eager: Callable, **compile_kwargs: Any) -> None:
+        self.eager = eager
+        self.compiled = torch.compile(eager, **compile_kwargs)
+        self.failed = False
+        self.__wrapped__ = eager
+        functools.update_wrapper(self, eager)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # compile errors surface on the first call
+                self.failed = True
+                _warn_once("compile-failed", f"torch.compile failed ({type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                                             f"running eagerly")
+        return self.eager(*args, **kwargs)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """True if :func:`optimize` installed a compiled forward (that has not fallen back to eager)."""
+    fwd = model.__dict__.get("forward")
+    return isinstance(fwd, _GuardedForward) and not fwd.failed
+
+
+def optimize(model: nn.Module, *, compile: Auto = False, channels_last: Auto = "auto",
+             **compile_kwargs: Any) -> nn.Module:
+    """Apply the speed options to ``model`` in place and return it (same parameters, same
+    ``state_dict`` keys, same results up to float rounding).
+
+    Args:
+        compile: ``torch.compile`` the forward pass (``True``/``False``/``"auto"``: on CUDA only).
+            If compiling fails (no compiler, unsupported Python, a graph break error) a warning is
+            printed once and the model runs eagerly.
+        channels_last: store convolution weights and feed images in NHWC (``"auto"``: on).
+        compile_kwargs: passed to ``torch.compile`` (e.g. ``mode="max-autotune"``).
+
+    Call it after moving the model to its device.
+    """
+    device = _device_of(model)
+    if resolve_channels_last(channels_last, device):
+        model.to(memory_format=torch.channels_last)
+        if hasattr(model, "memory_format"):
+            model.memory_format = torch.channels_last
+    if resolve_compile(compile, device) and not is_compiled(model):
+        model.__dict__.pop("forward", None)
+        model.forward = _GuardedForward(model, model.forward, **compile_kwargs)
+    return model

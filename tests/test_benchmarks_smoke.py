@@ -1,0 +1,67 @@
+"""The benchmark scripts run end to end on tiny sizes (--quick) and write the JSON they promise."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _machine_ok(machine):
+    for key in ("cpu_model", "cpu_count", "torch_version", "torch_threads", "device"):
+        assert machine[key] not in (None, ""), key
+    assert machine["cpu_count"] > 0 and machine["torch_threads"] > 0
+
+
+def _read(payload, out):
+    assert Path(payload["path"]) == out
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    _machine_ok(data["machine"])
+    return data
+
+
+def test_routing_benchmark_times_every_method_and_checks_they_agree(tmp_path):
+    out = tmp_path / "routing.json"
+    data = _read(_load("bench_routing").main(["--quick", "--iterations", "1", "3", "--out", str(out)]), out)
+    rows = data["results"]
+    assert {r["method"] for r in rows} == {"capsedu", "capsedu-autograd", "broadcast", "literal"}
+    assert {r["iterations"] for r in rows} == {1, 3}
+    for r in rows:
+        assert r["median_s"] > 0
+        if r["method"] != "literal":
+            assert r["peak_bytes"] > 0 and r["saved_bytes"] >= 0
+            assert r["max_abs_diff_vs_broadcast"] < 1e-5
+        else:
+            assert "extrapolated" in r["measured"] and r["max_abs_diff_vs_capsedu"] < 1e-5
+    assert all(p["median_s"] > 0 and p["max_abs_diff_vs_capsedu"] < 1e-5 for p in data["predictions"])
+
+
+def test_train_step_benchmark_compares_naive_and_capsedu(tmp_path):
+    out = tmp_path / "train.json"
+    data = _read(_load("bench_train_step").main(["--quick", "--out", str(out)]), out)
+    names = [r["variant"] for r in data["results"]]
+    assert names[:2] == ["naive", "capsedu"]
+    assert data["max_abs_diff_naive_vs_capsedu"] < 1e-5  # the two formulations compute the same function
+    for r in data["results"]:
+        assert r["train_step_median_s"] > 0 and r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
+        assert r["train_speedup_vs_naive"] > 0
+
+
+def test_epoch_benchmark_extrapolates_on_the_cpu_and_says_so(tmp_path):
+    out = tmp_path / "epoch.json"
+    data = _read(_load("bench_epoch").main(["--quick", "--device", "cpu", "--out", str(out)]), out)
+    assert data["mode"] == "extrapolated" and "extrapolated" in data["note"]
+    assert data["steps_per_epoch"] > 0 and data["timed_steps"] >= 1
+    assert data["step_median_s"] > 0 and data["epoch_seconds_extrapolated"] > data["step_median_s"]

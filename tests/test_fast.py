@@ -1,0 +1,96 @@
+"""capsedu.fast options and the routing's hand-written backward pass."""
+import warnings
+
+import pytest
+import torch
+
+from capsedu import CapsNet, dynamic_routing
+from capsedu.fast import autocast, is_compiled, optimize, resolve_amp, resolve_channels_last, resolve_compile
+from capsedu.routing import NATURAL_LAYOUT_MAX_OUT, _route, _Routing, _RoutingNatural
+
+
+@pytest.mark.parametrize("function", [_Routing, _RoutingNatural])
+@pytest.mark.parametrize("iterations", [1, 2, 3, 5])
+def test_hand_written_routing_backward_passes_gradcheck_in_float64(function, iterations):
+    torch.manual_seed(iterations)
+    u = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    if function is _Routing:  # that one takes (batch, n_out, n_in, d)
+        f = lambda x: _Routing.apply(x.permute(0, 2, 1, 3).contiguous(), iterations, True)[0]  # noqa: E731
+    else:
+        f = lambda x: _RoutingNatural.apply(x, iterations, True)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(f, (u,))
+
+
+@pytest.mark.parametrize("gradient", ["all", "last"])
+@pytest.mark.parametrize("n_out", [4, NATURAL_LAYOUT_MAX_OUT + 1])
+def test_fast_routing_gives_autograd_values_and_gradients(gradient, n_out):
+    torch.manual_seed(0)
+    u = torch.randn(3, 9, n_out, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, n_out, 5, dtype=torch.float64)
+    v_ref, c_ref = _route(u, 3, gradient)
+    (grad_ref,) = torch.autograd.grad(v_ref, u, g)
+    v = dynamic_routing(u, 3, gradient=gradient)
+    (grad,) = torch.autograd.grad(v, u, g)
+    torch.testing.assert_close(v, v_ref)
+    torch.testing.assert_close(grad, grad_ref)
+    with torch.no_grad():
+        _, c = dynamic_routing(u, 3, return_couplings=True)
+    torch.testing.assert_close(c, c_ref.transpose(1, 2))
+
+
+def test_channels_last_model_computes_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    a = CapsNet("small")
+    b = CapsNet("small", memory_format=torch.channels_last)
+    b.load_state_dict(a.state_dict())
+    assert b.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+    out_a, out_b = a(x, y), b(x, y)
+    torch.testing.assert_close(out_b.lengths, out_a.lengths, rtol=1e-4, atol=1e-6)
+    out_a.lengths.sum().backward()
+    out_b.lengths.sum().backward()
+    torch.testing.assert_close(b.primary.conv.weight.grad, a.primary.conv.weight.grad, rtol=1e-3, atol=1e-6)
+    assert set(b.state_dict()) == set(a.state_dict())
+
+
+def test_auto_options_on_the_cpu_and_amp_on_the_cpu_says_why():
+    assert resolve_channels_last("auto", "cpu") is True  # measured faster for training on CPUs too
+    assert resolve_channels_last(False, "cpu") is False
+    assert resolve_compile("auto", "cpu") is False
+    assert resolve_amp("auto", "cpu") is False
+    with pytest.warns(RuntimeWarning, match="only used on CUDA"):
+        import capsedu.fast as fast
+        fast._warned.discard("amp-cpu")
+        assert resolve_amp(True, "cpu") is False
+    with pytest.raises(ValueError):
+        resolve_amp("sometimes", "cpu")
+    with autocast("cpu", enabled=True):  # a no-op off CUDA
+        assert torch.ones(2).dtype == torch.float32
+
+
+def test_a_failing_compile_warns_once_and_falls_back_to_eager(monkeypatch):
+    import capsedu.fast as fast
+
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no compiler today")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(fast, "compile_available", lambda device="cpu": True)
+    fast._warned.discard("compile-failed")
+    torch.manual_seed(0)
+    ref = CapsNet("small", reconstruction=False)
+    model = CapsNet("small", reconstruction=False)
+    model.load_state_dict(ref.state_dict())
+    optimize(model, compile=True, channels_last=False)
+    assert is_compiled(model)
+    x = torch.rand(2, 1, 28, 28)
+    with pytest.warns(RuntimeWarning, match="running eagerly"):
+        out = model(x)
+    torch.testing.assert_close(out.lengths, ref(x).lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only once
+        model(x)
+    assert not is_compiled(model)
+    assert set(model.state_dict()) == set(ref.state_dict())
