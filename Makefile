@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# JupyterLab refuses to start as root (e.g. in a container) unless told it may.
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: book book-run test clean
 
@@ -13,7 +15,7 @@ $(BIN)/python:
 
 book: $(BIN)/python
 	$(BIN)/python -m pip install -e ".[book]"
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab $(JUPYTER_ROOT) book/
 
 # Execute every chapter top to bottom (reading mode) without opening a browser.
 book-run: $(BIN)/python
