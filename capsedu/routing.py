@@ -12,12 +12,13 @@ prediction goes to each parent:
 The logits ``b_ij`` start at zero for *each example*: routing is a per-example inference
 procedure, not a learned parameter.
 
-Implementation note: internally the predictions are laid out as ``(batch, n_out, n_in, d)``
-so that eq. 3 and the agreement are both batched matrix-vector products over ``n_in``;
-nothing of size ``batch x n_in x n_out x d`` is created per iteration. Training goes through a
-``torch.autograd.Function`` with a hand-written backward pass (:class:`_Routing`) that saves only
-the couplings and totals of each iteration and builds the gradient of ``u_hat`` with one batched
-matmul; ``benchmarks/bench_routing.py`` measures it against the usual formulations.
+Implementation note: :func:`_route` is the readable loop (predictions laid out as
+``(batch, n_out, n_in, d)`` so eq. 3 and the agreement are batched matrix-vector products); it
+records traces and serves as the reference. Training goes through :class:`_RoutingNatural`, a
+``torch.autograd.Function`` with a hand-written backward pass that works on ``u_hat`` in its own
+layout without copying it, saves only the couplings and totals of each iteration, and builds the
+gradient of ``u_hat`` with one batched matmul; ``benchmarks/bench_routing.py`` measures it against
+the usual formulations.
 """
 from __future__ import annotations
 
@@ -129,79 +130,6 @@ def _squash_grad(s: torch.Tensor, grad_v: torch.Tensor) -> torch.Tensor:
     return grad_s
 
 
-class _Routing(torch.autograd.Function):
-    """Procedure 1 with a hand-written backward pass.
-
-    Autograd on the plain loop keeps, per iteration, the products it needs and, in backward,
-    writes one full ``(batch, n_out, n_in, d)`` gradient per matmul and adds them up. Here the
-    forward pass saves only ``u`` (already alive as an activation), the couplings ``c_k`` and the
-    totals ``s_k`` (``v_k`` is recomputed from ``s_k``), and the backward pass collects the
-    gradient of ``u`` as a sum of ``2r - 1`` outer products ``c_k (x) ds_k`` and
-    ``R_k (x) v_k``, which it evaluates with one batched matmul.
-
-    Gradient modes: ``"all"`` differentiates through every iteration (exact gradient of the
-    loop, checked against autograd with ``gradcheck``); ``"last"`` treats the couplings as
-    constants.
-    """
-
-    @staticmethod
-    def forward(ctx, u: torch.Tensor, iterations: int, through_all: bool):
-        # u: (batch, n_out, n_in, d), contiguous, float32 or float64
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            batch, n_out, n_in, _ = u.shape
-            b = None
-            cs, ss = [], []
-            for r in range(iterations):
-                if b is None:  # b = 0: uniform couplings, no softmax needed
-                    c = u.new_full((batch, n_out, n_in), 1.0 / n_out)
-                else:
-                    c = torch.softmax(b, dim=1)  # eq. 1
-                s = torch.matmul(c.unsqueeze(2), u).squeeze(2)  # eq. 3, (batch, n_out, d)
-                v = squash(s, dim=-1)  # eq. 4
-                cs.append(c)
-                ss.append(s)
-                if r < iterations - 1:
-                    # line 7: (1 x d) @ (d x n_in) per (example, j); with u read transposed
-                    # this is the same kernel as eq. 3, about twice as fast as (n_in x d) @ (d x 1) on CPUs
-                    agreement = torch.matmul(v.unsqueeze(2), u.transpose(-1, -2)).squeeze(2)  # (batch, n_out, n_in)
-                    b = agreement if b is None else b + agreement
-        ctx.iterations, ctx.through_all = iterations, through_all
-        ctx.save_for_backward(u, *cs, *ss)
-        ctx.mark_non_differentiable(c)
-        return v, c
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_v: torch.Tensor, _grad_c: Optional[torch.Tensor]):
-        saved = ctx.saved_tensors
-        r = ctx.iterations
-        u, cs, ss = saved[0], saved[1:1 + r], saved[1 + r:]
-        if grad_v is None:
-            return None, None, None
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            grad_v = grad_v.to(u.dtype)
-            left, right = [], []  # grad_u = sum_k left_k (x) right_k, per (example, j)
-            running = None  # dL/da_k summed over the later iterations (b is a running sum of agreements)
-            for k in range(r - 1, -1, -1):
-                grad_s = _squash_grad(ss[k], grad_v)  # (batch, n_out, d)
-                left.append(cs[k])
-                right.append(grad_s)
-                if k == 0 or not ctx.through_all:
-                    break
-                c = cs[k]
-                grad_c = torch.matmul(grad_s.unsqueeze(2), u.transpose(-1, -2)).squeeze(2)  # (batch, n_out, n_in)
-                grad_b = c * (grad_c - (c * grad_c).sum(dim=1, keepdim=True))  # softmax over j
-                running = grad_b if running is None else running + grad_b
-                left.append(running)
-                right.append(squash(ss[k - 1], dim=-1))  # v_{k-1}, recomputed
-                grad_v = torch.matmul(running.unsqueeze(2), u).squeeze(2)  # (batch, n_out, d)
-            if len(left) == 1:
-                grad_u = left[0].unsqueeze(-1) * right[0].unsqueeze(2)
-            else:
-                grad_u = torch.matmul(torch.stack(left, dim=-1), torch.stack(right, dim=-2))
-        return grad_u, None, None
-
-
 def _block_diag(x: torch.Tensor, n_out: int) -> torch.Tensor:
     """``(batch, n_out, k, m)`` -> block-diagonal ``(batch, n_out * k, n_out * m)``: block j is ``x[:, j]``."""
     eye = torch.eye(n_out, dtype=x.dtype, device=x.device).view(1, n_out, 1, n_out, 1)
@@ -225,7 +153,13 @@ class _RoutingNatural(torch.autograd.Function):
     the gradient of ``U`` is ``[c_k, R_k] @ blockdiag([ds_k, v_k])``. The zero blocks cost
     ``n_out`` times the minimal multiply-adds, but GEMMs run near peak speed while the
     matrix-vector alternatives are limited by memory bandwidth, and no ``u_hat``-sized copy or
-    temporary is made. Same saved tensors and gradient formulas as :class:`_Routing`.
+    temporary is made.
+
+    Backward: the gradient of ``u_hat`` is a sum of ``2r - 1`` outer products, ``c_k (x) ds_k``
+    (eq. 3 of iteration k) and ``R_k (x) v_k`` (the agreements, where ``R_k`` accumulates the
+    softmax-backward of the later iterations), evaluated together in one GEMM; ``v_k`` is
+    recomputed from ``s_k``. ``through_all=False`` (``gradient="last"``) keeps only the first term
+    of the last iteration. Checked against autograd with ``gradcheck`` (``tests/test_fast.py``).
     """
 
     @staticmethod
@@ -288,12 +222,12 @@ class _RoutingNatural(torch.autograd.Function):
         return grad_u, None, None
 
 
-#: above this many output capsules the block-diagonal GEMMs waste too much work; use :class:`_Routing`
+#: above this many output capsules the block-diagonal GEMMs waste too much work; use the autograd loop
 NATURAL_LAYOUT_MAX_OUT = 32
 
 
 def _route_fast(u_hat: torch.Tensor, iterations: int, gradient: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Same result as :func:`_route` (no trace), through :class:`_Routing`."""
+    """Same result as :func:`_route` (no trace), through :class:`_RoutingNatural` when it pays."""
     if u_hat.dtype in (torch.float16, torch.bfloat16):
         u_hat = u_hat.float()
     if iterations == 1:
@@ -306,8 +240,7 @@ def _route_fast(u_hat: torch.Tensor, iterations: int, gradient: str) -> Tuple[to
         if u_hat.stride(-1) != 1 or u_hat.stride(-2) != u_hat.shape[-1]:
             u_hat = u_hat.contiguous()
         return _RoutingNatural.apply(u_hat, iterations, gradient == "all")
-    u = u_hat.permute(0, 2, 1, 3).contiguous()  # (batch, n_out, n_in, d)
-    return _Routing.apply(u, iterations, gradient == "all")
+    return _route(u_hat, iterations, gradient)
 
 
 def dynamic_routing(
