@@ -215,9 +215,10 @@ class _RoutingNatural(torch.autograd.Function):
                 left.append(running)
                 right.append(squash(ss[k - 1], dim=-1))  # v_{k-1}, recomputed
                 grad_v = _diag_blocks(torch.matmul(running, mat), n_out)  # (batch, n_out, d)
-            n_terms = len(left)
-            lhs = torch.stack(left, dim=-1).transpose(1, 2).reshape(batch, n_in, n_out * n_terms)  # (batch, n_in, n_out*K)
-            rhs = _block_diag(torch.stack(right, dim=2), n_out)  # (batch, n_out * K, n_out * d)
+            # rows ordered (k, j): stacking along a leading dim is a plain copy, and the GEMM reads
+            # the (batch, n_in, K * n_out) left factor as a transposed view instead of a scattered copy
+            lhs = torch.cat(left, dim=1).transpose(1, 2)  # (batch, n_in, K * n_out)
+            rhs = torch.cat([_block_diag(r_k.unsqueeze(2), n_out) for r_k in right], dim=1)  # (batch, K * n_out, n_out * d)
             grad_u = torch.matmul(lhs, rhs).view(batch, n_in, n_out, d)
         return grad_u, None, None
 
