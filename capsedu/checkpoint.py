@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from ._io import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "build_model", "load_model", "FORMAT"]
 
@@ -25,24 +26,8 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
     The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
     then renamed over ``path``: a crash or Ctrl-C mid-write leaves the previous checkpoint intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the user's usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

@@ -43,13 +43,14 @@ import os
 import pathlib
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ._io import atomic_write
 
 __all__ = [
     "DATA_ENV", "SUBSET_PATH", "DataError", "resolve_root", "MNISTSplit", "load_mnist",
@@ -712,18 +713,7 @@ def build_subset(
                 meta["sha256"][path.name] = _sha256(path)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))  # a unicode scalar: loads without pickle
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the asset must be readable by all
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(out, lambda f: np.savez_compressed(f, **arrays))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

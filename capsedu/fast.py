@@ -110,7 +110,7 @@ def autocast(device: Any, enabled: bool = True):
 class _GuardedForward:
     """``model.forward`` replaced by a compiled version that falls back to eager on failure."""
 
-    def __init__(self, model: nn.Module, eager: Callable, **compile_kwargs: Any) -> None:
+    def __init__(self, eager: Callable, **compile_kwargs: Any) -> None:
         self.eager = eager
         self.compiled = torch.compile(eager, **compile_kwargs)
         self.failed = False
@@ -156,5 +156,5 @@ def optimize(model: nn.Module, *, compile: Auto = False, channels_last: Auto = "
             model.memory_format = torch.channels_last
     if resolve_compile(compile, device) and not is_compiled(model):
         model.__dict__.pop("forward", None)
-        model.forward = _GuardedForward(model, model.forward, **compile_kwargs)
+        model.forward = _GuardedForward(model.forward, **compile_kwargs)
     return model

@@ -183,15 +183,15 @@ class CapsNet(nn.Module):
             raise ValueError(f"labels must lie in [0, {n - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
         return labels
 
-    def _layout(self, images: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "memory_format", torch.contiguous_format) == torch.channels_last:
-            return images.contiguous(memory_format=torch.channels_last)
-        return images
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """conv1 + PrimaryCaps on already checked images."""
+        if self.memory_format == torch.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.primary(F.relu(self.conv1(images), inplace=True))
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """conv1 + PrimaryCaps: ``(batch, n_primary, primary_dim)`` squashed vectors ``u_i``."""
-        images = self._check_images(images)
-        return self.primary(F.relu(self.conv1(self._layout(images)), inplace=True))
+        return self._encode(self._check_images(images))
 
     def predictions(self, images: torch.Tensor) -> torch.Tensor:
         """Prediction vectors ``u_hat_{j|i}`` (eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
@@ -213,7 +213,7 @@ class CapsNet(nn.Module):
             labels = self._check_labels(labels, images.shape[0])
         if routing_iterations is not None:
             check_iterations(routing_iterations)
-        u = self.primary(F.relu(self.conv1(self._layout(images)), inplace=True))  # (batch, n_primary, primary_dim)
+        u = self._encode(images)                                     # (batch, n_primary, primary_dim)
         poses = self.digits(u, iterations=routing_iterations)        # (batch, n_classes, digit_dim)
         lengths = capsule_length(poses)                              # (batch, n_classes)
         reconstructions = None

@@ -16,7 +16,7 @@ Nothing here is part of a CapsNet; these are the toys the book uses to make one 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn

@@ -11,10 +11,9 @@ Two levels:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._io import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .distributed import DistContext, unwrap
 from .fast import autocast, optimize, resolve_amp
@@ -245,9 +245,7 @@ def _model_record(model: nn.Module) -> Tuple[str, Dict[str, Any]]:
 
 
 def _write_history(history: List[Dict[str, float]], path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(history, indent=1).encode()))
 
 
 def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: bool = True,

@@ -144,7 +144,6 @@ def routing_widget(u_hat=None, iterations=1, max_iterations=10):
     controls = {"iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
     fig, axes = _figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
     out = W.Output()
-    colorbar = []
 
     def compute(v):
         trace = routing_trace(u_hat, v["iterations"])
