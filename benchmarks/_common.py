@@ -147,7 +147,8 @@ class _PeakTensorMemory:
 
     A ``TorchDispatchMode`` sees every ATen call, including those of the backward pass (which
     runs on the calling thread for CPU tensors); each new storage is remembered with a weak
-    reference and the live total is re-added after every call. Allocator slack and kernel
+    reference (not the outputs of view and in-place ops: they share an existing storage, often
+    one made before the call) and the live total is re-added after every call. Allocator slack and kernel
     scratch space are not seen; on CUDA, ``torch.cuda.max_memory_allocated`` is used instead.
     """
 
@@ -162,7 +163,10 @@ class _PeakTensorMemory:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                for t in torch.utils._pytree.tree_leaves(out):
+                # views and in-place ops return (aliases of) their inputs: no new memory, and the
+                # input may predate the call (counting a view of u_hat would add u_hat itself)
+                aliases = any(r.alias_info is not None for r in func._schema.returns)
+                for t in () if aliases else torch.utils._pytree.tree_leaves(out):
                     if isinstance(t, torch.Tensor):
                         st = t.untyped_storage()
                         key = st.data_ptr()

@@ -49,6 +49,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--amp", type=_auto, default="auto", help="on/off/auto")
     p.add_argument("--channels-last", type=_auto, default="auto", help="on/off/auto")
     p.add_argument("--data", default=None, help="MNIST root (default $CAPSEDU_DATA; else the shipped subset)")
+    p.add_argument("--measure", action="store_true",
+                   help="run and time whole epochs on any device (the default on CUDA)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training digits")
     args = p.parse_args(argv)
     _common.setup_threads(args)
     device = pick_device(args.device)
@@ -58,24 +61,38 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     train_split = load_mnist("train", root=args.data, verbose=False)
     test_split = load_mnist("test", root=args.data, verbose=False)
     g = torch.Generator().manual_seed(0)
-    train = Batches(train_split, batch, shuffle=True, augment_shift=2, device=device, generator=g)
+    train = Batches(train_split, batch, shuffle=True, augment_shift=2, device=device, generator=g,
+                    limit=args.train_limit)
     test = Batches(test_split, 500 if not args.quick else 50, device=device, limit=100 if args.quick else None)
     torch.manual_seed(0)
     model = optimize(CapsNet(preset).to(device), compile=args.compile, channels_last=args.channels_last)
     amp = resolve_amp(args.amp, device)
     optimizer, scheduler = make_optimizer(model)
     steps_per_epoch = len(train)
-    print(f"CapsNet '{preset}', batch {batch}, {len(train_split)} {train_split.source} MNIST training digits "
+    print(f"CapsNet '{preset}', batch {batch}, {train.num_examples} {train_split.source} MNIST training digits "
           f"({steps_per_epoch} steps/epoch), device {device}, amp {amp}, threads {torch.get_num_threads()}")
     payload: Dict[str, Any] = {"benchmark": "epoch", "quick": args.quick, "machine": machine_info(device),
                                "preset": preset, "batch_size": batch, "data_source": train_split.source,
-                               "train_examples": len(train_split), "steps_per_epoch": steps_per_epoch,
+                               "train_examples": train.num_examples, "steps_per_epoch": steps_per_epoch,
                                "amp": amp, "compile": args.compile, "channels_last": args.channels_last}
 
-    if device.type == "cuda" and not args.quick:
-        # warm-up (compile, cuDNN autotune) on a few batches of a throw-away copy of the state
+    if args.measure or (device.type == "cuda" and not args.quick):
+        # warm-up (compile, cuDNN autotune) on every batch shape the run will see, i.e. a full and
+        # the trailing partial training batch and a test batch, from a throw-away copy of the state
+        # and its own random stream; its time is recorded apart (warmup_s)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        train_epoch(model, itertools.islice(iter(train), 3), optimizer, progress=False, amp=amp)
+        sync(device)
+        t_warm = time.perf_counter()
+        warm = list(itertools.islice(iter(Batches(train_split, batch, shuffle=True, augment_shift=2, device=device,
+                                                  generator=torch.Generator().manual_seed(1))), 2))
+        tail = train.num_examples % batch
+        if tail:
+            warm.append((warm[0][0][:tail], warm[0][1][:tail]))
+        train_epoch(model, warm, optimizer, progress=False, amp=amp)
+        evaluate(model, itertools.islice(iter(test), 1), amp=amp)
+        sync(device)
+        payload["warmup_s"] = time.perf_counter() - t_warm
+        print(f"  warm-up (compile, autotune): {payload['warmup_s']:.1f}s", flush=True)
         model.load_state_dict(state)
         optimizer, scheduler = make_optimizer(model)
         history, start, reached = [], time.perf_counter(), None

@@ -79,7 +79,7 @@ def compile_available(device: Any = "cpu") -> bool:
     if not hasattr(torch, "compile"):
         return False
     try:
-        import torch._dynamo  # noqa: F401
+        from torch import _dynamo  # noqa: F401  (``import torch._dynamo`` here would make ``torch`` a local name)
     except Exception:  # pragma: no cover - broken installs
         return False
     if _device_of(device).type == "cpu" and not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["squash", "capsule_length", "squash_scale"]
+__all__ = ["squash", "squash_vjp", "capsule_length", "squash_scale"]
 
 
 def squash_scale(sq_norm: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -43,6 +43,29 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
     sq_norm = (s32 * s32).sum(dim=dim, keepdim=True)
     v = s32 * squash_scale(sq_norm, eps)
     return v.to(orig_dtype)
+
+
+def squash_vjp(s: torch.Tensor, grad_v: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    r"""Gradient of a loss with respect to ``s`` given its gradient ``grad_v`` at ``v = squash(s)``.
+
+    With ``n2 = ||s||^2`` and ``v = f(n2) s`` (``f`` = :func:`squash_scale`), the Jacobian of
+    eq. 4 is ``f I + 2 f'(n2) s s^T``, so
+
+    .. math:: \bar s = f\,\bar v + 2 f'(n_2)\,(s \cdot \bar v)\, s,
+              \qquad f'(n_2) = \frac{1/(1 + n_2) - n_2 / (2 (n_2 + \epsilon))}{(1 + n_2)\sqrt{n_2 + \epsilon}}
+
+    Closed form, no autograd: the routing's hand-written backward pass uses it, which keeps that
+    pass traceable by ``torch.compile``. Equal to ``torch.autograd.grad(squash(s), s, grad_v)``.
+    """
+    s32 = s.float() if s.dtype in (torch.float16, torch.bfloat16) else s
+    g = grad_v.to(s32.dtype)
+    sq_norm = (s32 * s32).sum(dim=dim, keepdim=True)
+    root = torch.sqrt(sq_norm + eps)
+    one_plus = 1.0 + sq_norm
+    scale = sq_norm / one_plus / root  # f(n2), as in squash_scale
+    d_scale = (1.0 / one_plus - 0.5 * sq_norm / (sq_norm + eps)) / (one_plus * root)  # f'(n2)
+    radial = (s32 * g).sum(dim=dim, keepdim=True)  # s . grad_v
+    return (scale * g + (2.0 * d_scale * radial) * s32).to(s.dtype)
 
 
 def capsule_length(v: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:

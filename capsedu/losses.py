@@ -6,23 +6,45 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["margin_loss", "reconstruction_loss", "capsule_loss", "labels_to_targets", "RECONSTRUCTION_WEIGHT"]
+__all__ = ["margin_loss", "reconstruction_loss", "capsule_loss", "labels_to_targets", "check_class_indices",
+           "RECONSTRUCTION_WEIGHT"]
 
 #: Scale of the summed squared reconstruction error in the total loss (section 4.1), chosen so
 #: that the decoder does not dominate the margin loss during training.
 RECONSTRUCTION_WEIGHT = 0.0005
 
 
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
+def check_class_indices(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Check that integer ``labels`` lie in ``[0, n_classes)``; return them unchanged.
+
+    On the CPU the check is immediate and the error names the offending range. On an
+    accelerator, or inside a ``torch.compile`` graph, reading the range back would make the host
+    wait for the device at every training step, so the check is queued on the device instead
+    (``torch._assert_async``): a bad label still stops the run, a moment later.
+    """
+    if labels.is_floating_point():
+        raise ValueError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.numel() == 0:
+        return labels
+    if labels.device.type == "cpu" and not _compiling():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"labels must lie in [0, {n_classes - 1}], got values in [{lo}, {hi}]")
+    else:
+        torch._assert_async(((labels >= 0) & (labels < n_classes)).all(),
+                            f"labels must lie in [0, {n_classes - 1}]")
+    return labels
+
+
 def labels_to_targets(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Turn class indices ``(batch,)`` or multi-hot targets ``(batch, n_classes)`` into float targets T_k."""
     if labels.dim() == 1:
-        if labels.is_floating_point():
-            raise ValueError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
-            raise ValueError(
-                f"labels must lie in [0, {n_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]"
-            )
-        return F.one_hot(labels, n_classes).float()
+        return F.one_hot(check_class_indices(labels, n_classes), n_classes).float()
     if labels.dim() == 2:
         if labels.shape[1] != n_classes:
             raise ValueError(f"multi-hot labels must have {n_classes} columns, got shape {tuple(labels.shape)}")

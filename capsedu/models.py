@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .functional import capsule_length
 from .layers import Decoder, DigitCaps, PrimaryCaps
+from .losses import check_class_indices
 from .routing import GRADIENT_MODES, check_iterations
 
 __all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "PRESETS", "count_parameters"]
@@ -177,11 +178,7 @@ class CapsNet(nn.Module):
         n = self.config.n_classes
         if labels.dim() != 1 or labels.shape[0] != batch:
             raise ValueError(f"labels must be class indices of shape ({batch},), got {tuple(labels.shape)}")
-        if labels.is_floating_point():
-            raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
-            raise ValueError(f"labels must lie in [0, {n - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
-        return labels
+        return check_class_indices(labels, n)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """conv1 + PrimaryCaps on already checked images."""

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 
-from .functional import squash
+from .functional import squash, squash_vjp
 
 __all__ = ["dynamic_routing", "routing_trace", "RoutingTrace", "check_iterations", "GRADIENT_MODES"]
 
@@ -122,14 +122,6 @@ def _route(
     return v, c
 
 
-def _squash_grad(s: torch.Tensor, grad_v: torch.Tensor) -> torch.Tensor:
-    """Vector-Jacobian product of eq. 4 at ``s`` (small tensors: ``(batch, n_out, d)``)."""
-    with torch.enable_grad():
-        s = s.detach().requires_grad_(True)
-        (grad_s,) = torch.autograd.grad(squash(s, dim=-1), s, grad_v)
-    return grad_s
-
-
 def _block_diag(x: torch.Tensor, n_out: int) -> torch.Tensor:
     """``(batch, n_out, k, m)`` -> block-diagonal ``(batch, n_out * k, n_out * m)``: block j is ``x[:, j]``."""
     eye = torch.eye(n_out, dtype=x.dtype, device=x.device).view(1, n_out, 1, n_out, 1)
@@ -203,7 +195,7 @@ class _RoutingNatural(torch.autograd.Function):
             left, right = [], []  # grad_u[b, i, j] = sum_k left_k[b, j, i] * right_k[b, j]
             running = None
             for k in range(r - 1, -1, -1):
-                grad_s = _squash_grad(ss[k], grad_v)  # (batch, n_out, d)
+                grad_s = squash_vjp(ss[k], grad_v)  # (batch, n_out, d), eq. 4 backwards
                 left.append(cs[k])
                 right.append(grad_s)
                 if k == 0 or not ctx.through_all:

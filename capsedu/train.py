@@ -11,6 +11,7 @@ Two levels:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,12 @@ def make_optimizer(model: nn.Module, lr: float = 1e-3, lr_decay: float = 0.96, d
     return optimizer, scheduler
 
 
+def _host_sync_every(device: Optional[torch.device]) -> int:
+    # Reading a number back from a GPU makes the host wait for every queued kernel, so on an
+    # accelerator the running totals stay on the device and are read every few steps only.
+    return 1 if device is None or device.type == "cpu" else 25
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Batch],
@@ -91,47 +98,72 @@ def train_epoch(
     progress: bool = True,
     description: str = "train",
     total: Optional[int] = None,
-    on_step: Optional[Callable[[int, float], None]] = None,
+    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
     amp: bool = False,
     dist: Optional[DistContext] = None,
 ) -> Dict[str, float]:
     """One pass over ``batches``; returns mean loss and accuracy on the (augmented) training batches.
 
+    ``on_step(step, loss)``: called after every optimizer step with the step's loss as a detached
+    0-dim tensor (``float(loss)`` for a number; on a GPU that waits for the step to finish).
     ``amp``: run forward and loss under bf16 autocast (CUDA only; see :func:`capsedu.fast.autocast`).
     ``dist``: in a data-parallel run (``model`` wrapped in DDP), each rank trains on its slice of
     every batch and the returned metrics are summed over the ranks (:mod:`capsedu.distributed`).
+
+    A non-finite loss raises :class:`FloatingPointError`: at once on the CPU, within 25 steps on a
+    GPU (where the totals are read back only that often, so the GPU never waits for the host).
     """
     loss_fn = loss_fn or default_loss(model)
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    device = None
+    loss_sum: Any = 0.0
+    correct: Any = 0
+    seen, checked_up_to = 0, 0
+    device: Optional[torch.device] = None
+    every = 1
     bar = tqdm(batches, desc=description, total=total, disable=not progress, leave=False, dynamic_ncols=True)
+
+    def read_totals(step: int) -> Tuple[float, int]:
+        nonlocal checked_up_to
+        loss_total = float(loss_sum)
+        if not math.isfinite(loss_total):
+            where = f"step {step}" if step == checked_up_to else f"one of steps {checked_up_to}-{step}"
+            raise FloatingPointError(f"training loss became {loss_total} at {where}; lower the learning rate")
+        checked_up_to = step + 1
+        return loss_total, int(correct)
+
+    step = -1
     for step, (images, labels) in enumerate(bar):
         scale = 1.0
         if dist is not None and dist.enabled:
             images, labels, scale = dist.shard(images, labels)
-        device = images.device
+        if device is None:
+            device = images.device
+            every = _host_sync_every(device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
         with autocast(device, enabled=amp):
             out = _forward(model, images, labels)
             loss = loss_fn(out, images, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
+        n = labels.shape[0] if scale != 0.0 else 0
+        if n:
+            loss_sum += loss.detach().double() * n
+            correct += (predict(out) == labels).sum()
+            seen += n
+        if (step + 1) % every == 0:  # before backward: on the CPU a bad loss never reaches the weights
+            loss_total, n_correct = read_totals(step)
+            if progress and step % 10 == 0 and seen:
+                bar.set_postfix(loss=f"{loss_total / seen:.4f}", acc=f"{n_correct / seen:.4f}")
         optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = labels.shape[0] if scale != 0.0 else 0
-        loss_sum += loss.item() * n
-        correct += int((predict(out) == labels).sum()) if n else 0
-        seen += n
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         if on_step is not None:
-            on_step(step, loss.item())
+            on_step(step, loss.detach())
+    loss_total, n_correct = read_totals(step) if device is not None else (0.0, 0)
     if dist is not None and dist.enabled:
-        loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen], device or torch.device("cpu"))
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "examples": int(seen)}
+        loss_total, n_correct, seen = dist.all_sum([loss_total, n_correct, seen], device or torch.device("cpu"))
+    return {"loss": loss_total / max(seen, 1), "accuracy": n_correct / max(seen, 1), "examples": int(seen)}
 
 
 @torch.no_grad()
@@ -153,7 +185,9 @@ def evaluate(
     loss_fn = loss_fn or default_loss(model)
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum: Any = 0.0
+    correct: Any = 0
+    seen = 0
     device = None
     for images, labels in tqdm(batches, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
         if dist is not None and dist.enabled:
@@ -163,15 +197,16 @@ def evaluate(
         device = images.device
         with autocast(device, enabled=amp):
             out = model(images)  # no labels: the decoder sees the longest capsule, as at test time
-            loss_sum += float(loss_fn(out, images, labels)) * labels.shape[0]
-        correct += int((predict(out) == labels).sum())
+            loss_sum = loss_sum + loss_fn(out, images, labels).detach().double() * labels.shape[0]
+        correct = correct + (predict(out) == labels).sum()  # totals stay on the device until the end
         seen += labels.shape[0]
     model.train(was_training)
+    loss_total, n_correct = float(loss_sum), int(correct)
     if dist is not None and dist.enabled:
-        loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen], device or torch.device("cpu"))
+        loss_total, n_correct, seen = dist.all_sum([loss_total, n_correct, seen], device or torch.device("cpu"))
     if seen == 0:
         raise ValueError("evaluate() got no batches")
-    return {"loss": loss_sum / seen, "accuracy": correct / seen, "error": 1.0 - correct / seen}
+    return {"loss": loss_total / seen, "accuracy": n_correct / seen, "error": 1.0 - n_correct / seen}
 
 
 @dataclass
@@ -334,10 +369,13 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], progress: bool, log
         steps_done = start_batch
         t0 = time.perf_counter()
 
-        def on_step(step: int, _loss: float) -> None:
+        def on_step(step: int, loss: torch.Tensor) -> None:
             nonlocal steps_done
             steps_done = start_batch + step + 1
             if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
+                if not torch.isfinite(loss):  # never overwrite a good checkpoint with diverged weights
+                    raise FloatingPointError(f"training loss became {float(loss)} at step {step}; "
+                                             f"lower the learning rate")
                 checkpoint(epoch, steps_done, epoch_generator)
 
         try:

@@ -63,3 +63,34 @@ def test_epoch_benchmark_extrapolates_on_the_cpu_and_says_so(tmp_path):
     assert data["mode"] == "extrapolated" and "extrapolated" in data["note"]
     assert data["steps_per_epoch"] > 0 and data["timed_steps"] >= 1
     assert data["step_median_s"] > 0 and data["epoch_seconds_extrapolated"] > data["step_median_s"]
+
+
+def test_epoch_benchmark_measured_mode_times_whole_epochs_and_stops_at_the_target(tmp_path):
+    # the path a GPU takes, on a few CPU digits: warm-up on every batch shape, timed epochs, test accuracy
+    out = tmp_path / "epoch_measured.json"
+    data = _read(_load("bench_epoch").main(["--quick", "--measure", "--device", "cpu", "--train-limit", "20",
+                                            "--max-epochs", "2", "--target", "1.01", "--out", str(out)]), out)
+    assert data["mode"] == "measured" and data["train_examples"] == 20 and data["steps_per_epoch"] == 3
+    assert data["warmup_s"] > 0 and len(data["history"]) == 2  # a target above 100 % is never reached
+    assert data["time_to_target_s"] is None
+    for h in data["history"]:
+        assert h["epoch_seconds"] > 0 and 0.0 <= h["test_accuracy"] <= 1.0
+    assert data["history"][1]["elapsed_s"] > data["history"][0]["elapsed_s"]
+
+
+def test_cpu_peak_memory_counts_new_storages_but_not_views_of_existing_ones():
+    import torch
+
+    common = _load("_common")
+    cpu = torch.device("cpu")
+    existing = torch.zeros(1000, 1000)  # 4 MB made before the call
+    assert common.peak_memory(lambda: existing.view(100, 10000), cpu) == 0
+    assert common.peak_memory(lambda: existing.add_(1.0), cpu) == 0  # in place: no new memory
+
+    def two_temporaries():
+        a = existing * 2.0     # 4 MB
+        b = a + 1.0            # 4 MB more, both alive
+        del a
+        return b.sum()
+
+    assert common.peak_memory(two_temporaries, cpu) == 2 * 4_000_000  # a and b, before a is freed

@@ -70,6 +70,19 @@ def test_auto_options_on_the_cpu_and_amp_on_the_cpu_says_why():
         assert torch.ones(2).dtype == torch.float32
 
 
+def test_compile_availability_and_the_auto_setting_resolve_without_error():
+    import shutil
+
+    import capsedu.fast as fast
+
+    has_compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    assert fast.compile_available("cpu") is has_compiler  # inductor on the CPU needs a C++ compiler
+    assert fast.compile_available("cuda") is True  # a question about the software, not the hardware
+    assert resolve_compile("auto", "cuda") is True and resolve_compile("auto", "cpu") is False
+    fast._warned.discard("compile-unavailable")
+    assert resolve_compile(True, "cpu") is has_compiler
+
+
 def test_a_failing_compile_warns_once_and_falls_back_to_eager(monkeypatch):
     import capsedu.fast as fast
 
@@ -96,3 +109,28 @@ def test_a_failing_compile_warns_once_and_falls_back_to_eager(monkeypatch):
         model(x)
     assert not is_compiled(model)
     assert set(model.state_dict()) == set(ref.state_dict())
+
+
+def test_capsnet_compiles_as_one_graph_with_the_hand_written_routing_backward():
+    import torch._dynamo as dynamo
+
+    torch.manual_seed(0)
+    eager = CapsNet("small")
+    model = CapsNet("small")
+    model.load_state_dict(eager.state_dict())
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 9, 3])
+    # no graph breaks: label checks and the routing's backward pass (closed-form squash gradient)
+    # are all traceable, so on a GPU the whole forward+backward is one compiled graph
+    explained = dynamo.explain(model)(x, y)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out, ref = compiled(x, y), eager(x, y)
+    (out.lengths.sum() + out.reconstructions.sum()).backward()
+    (ref.lengths.sum() + ref.reconstructions.sum()).backward()
+    torch.testing.assert_close(out.lengths, ref.lengths)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    with pytest.raises(RuntimeError, match=r"labels must lie in \[0, 9\]"):  # checked on the device
+        compiled(x, torch.tensor([0, 3, 10, 3]))
+    dynamo.reset()

@@ -89,3 +89,20 @@ def test_squash_rejects_a_scalar():
 def test_capsule_length_is_euclidean_norm(rng):
     v = torch.randn(4, 10, 16, generator=rng)
     torch.testing.assert_close(capsule_length(v), v.norm(dim=-1))
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_closed_form_squash_gradient_equals_autograd_including_the_zero_vector(dim):
+    from capsedu.functional import squash_vjp
+
+    gen = torch.Generator().manual_seed(5)
+    scales = torch.logspace(-6, 2, 12, dtype=torch.float64).view(12, 1, 1)  # from ~0 to long vectors
+    s = torch.randn(12, 7, 16, generator=gen, dtype=torch.float64) * scales
+    zero = (0, 0) if dim == -1 else (0, slice(None), 0)  # one whole capsule vector along `dim`
+    s[zero] = 0.0
+    g = torch.randn(s.shape, generator=gen, dtype=torch.float64)
+    s.requires_grad_(True)
+    (expected,) = torch.autograd.grad(squash(s, dim=dim), s, g)
+    got = squash_vjp(s.detach(), g, dim=dim)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert torch.all(got[zero] == 0)  # zero vector: zero Jacobian

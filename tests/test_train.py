@@ -201,3 +201,69 @@ def test_cli_reports_a_corrupt_checkpoint_and_bad_options_clearly(tmp_path):
     assert e.returncode == 2 and "unreadable or corrupt" in e.stderr and str(bad) in e.stderr
     t = run_cli("train", "--routing-iterations", "0")
     assert t.returncode == 2 and "must be >= 1" in t.stderr
+
+
+def test_a_non_finite_loss_stops_training_before_it_reaches_the_weights():
+    torch.manual_seed(0)
+    net = CapsNet("small", reconstruction=False)
+    opt, _ = make_optimizer(net)
+    x = torch.rand(8, 1, 28, 28)
+    y = torch.arange(8) % 10
+    before = weights(net)
+    seen_losses = []
+
+    def loss_fn(out, images, labels):
+        loss = out.lengths.sum()
+        return loss * float("nan") if len(seen_losses) == 2 else loss
+
+    with pytest.raises(FloatingPointError, match="training loss became nan at step 2"):
+        train_epoch(net, [(x, y)] * 4, opt, loss_fn=loss_fn, progress=False,
+                    on_step=lambda step, loss: seen_losses.append(float(loss)))
+    assert len(seen_losses) == 2 and all(torch.isfinite(torch.tensor(seen_losses)))
+    after = weights(net)
+    assert all(torch.isfinite(w).all() for w in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the two good steps did train
+
+
+def test_deferred_host_reads_give_the_same_metrics_and_still_catch_a_nan(monkeypatch):
+    # on a GPU the totals are read back every few steps only; emulate that cadence on the CPU
+    x = torch.rand(8, 1, 28, 28)
+    y = torch.arange(8) % 10
+    results = []
+    for every in (1, 3):
+        monkeypatch.setattr(train_mod, "_host_sync_every", lambda device, every=every: every)
+        torch.manual_seed(0)
+        net = CapsNet("small", reconstruction=False)
+        opt, _ = make_optimizer(net)
+        results.append(train_epoch(net, [(x, y)] * 5, opt, progress=False))
+    assert results[0] == pytest.approx(results[1], rel=1e-12)
+    calls = []
+
+    def loss_fn(out, images, labels):
+        calls.append(1)
+        loss = out.lengths.sum()
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    with pytest.raises(FloatingPointError, match="nan at one of steps 3-5"):
+        train_epoch(net, [(x, y)] * 7, opt, loss_fn=loss_fn, progress=False)
+
+
+def test_fit_with_a_compiled_model_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
+    # compile is the default on CUDA; here the graph goes through dynamo and AOT autograd with the
+    # eager backend (no C++ build), which traces exactly what a GPU run would compile
+    import warnings
+
+    import capsedu.fast as fast
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", fullgraph=True))
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "compile failed, running eagerly"
+        result = fit(tiny_config(tmp_path, epochs=1, compile=True, checkpoint_every=2), progress=False)
+        assert fast.is_compiled(result.model)
+        resumed = fit(tiny_config(tmp_path, epochs=2, compile=True), resume=result.checkpoint, progress=False)
+    plain = fit(tiny_config(tmp_path / "eager", epochs=2, compile=False), progress=False)
+    assert len(resumed.history) == 2
+    assert_same_weights(weights(resumed.model), weights(plain.model))
+    torch._dynamo.reset()
