@@ -15,6 +15,7 @@ Variants:
 * ``capsedu+channels_last`` convolutions in NHWC (``capsedu.fast.optimize(channels_last=True)``)
 * ``capsedu+compile``       ``torch.compile`` (with ``--compile``, or by default on CUDA)
 * ``capsedu+amp``           bf16 autocast (CUDA only; routing and squash stay float32)
+* ``capsedu+compile+amp``   both, as ``capsedu train`` runs on a GPU by default
 """
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ def make_variants(preset: str, device, want_compile: bool, want_amp: bool):
         amp = CapsNet(preset)
         amp.load_state_dict(base.state_dict())
         variants["capsedu+amp"] = ("capsedu", optimize(amp, channels_last="auto", compile=False), True)
+    if want_compile and want_amp:  # what ``capsedu train`` uses on a GPU ("auto" everywhere)
+        both = CapsNet(preset)
+        both.load_state_dict(base.state_dict())
+        variants["capsedu+compile+amp"] = ("capsedu", optimize(both, channels_last="auto", compile=True), True)
     for kind, model, _ in variants.values():
         model.to(device)
     return variants

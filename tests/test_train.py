@@ -267,3 +267,23 @@ def test_fit_with_a_compiled_model_trains_checkpoints_and_resumes(tmp_path, monk
     assert len(resumed.history) == 2
     assert_same_weights(weights(resumed.model), weights(plain.model))
     torch._dynamo.reset()
+
+
+def test_optimizer_state_from_a_gpu_run_resumes_on_the_cpu():
+    from capsedu.train import load_optimizer_state
+
+    torch.manual_seed(0)
+    net = CapsNet("small", reconstruction=False)
+    opt, _ = make_optimizer(net)
+    net(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    saved["param_groups"][0]["fused"] = True  # what make_optimizer records for CUDA parameters
+    fresh, _ = make_optimizer(net)
+    load_optimizer_state(fresh, saved)
+    assert not fresh.param_groups[0].get("fused")
+    assert fresh.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]
+    state_before = {k: v["exp_avg"].clone() for k, v in zip(range(3), fresh.state.values())}
+    net(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
+    fresh.step()  # torch < 2.4 has no fused CPU Adam and would reject the saved flag here
+    assert all(not torch.equal(state_before[k], v["exp_avg"]) for k, v in zip(range(3), fresh.state.values()))
