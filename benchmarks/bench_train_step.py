@@ -16,6 +16,10 @@ Variants:
 * ``capsedu+compile``       ``torch.compile`` (with ``--compile``, or by default on CUDA)
 * ``capsedu+amp``           bf16 autocast (CUDA only; routing and squash stay float32)
 * ``capsedu+compile+amp``   both, as ``capsedu train`` runs on a GPU by default
+* ``baseline-cnn``          the paper's baseline CNN (``capsedu.BaselineCNN``, 35.4M parameters,
+                            cross-entropy), with the device's default fast options: a different
+                            network, timed as context for the slides' "capsules are much slower
+                            than other modern models" (``--no-baseline`` skips it)
 """
 from __future__ import annotations
 
@@ -28,12 +32,14 @@ from _common import machine_info, peak_memory, pick_device, time_fn, finish
 
 import torch  # noqa: E402
 
-from capsedu import CapsNet, capsule_loss  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from capsedu import BaselineCNN, CapsNet, capsule_loss  # noqa: E402
 from capsedu.fast import autocast, optimize  # noqa: E402
 from reference import NaiveCapsNet, naive_loss  # noqa: E402
 
 
-def make_variants(preset: str, device, want_compile: bool, want_amp: bool):
+def make_variants(preset: str, device, want_compile: bool, want_amp: bool, want_baseline: bool = True):
     torch.manual_seed(0)
     base = CapsNet(preset)
     cfg = base.config
@@ -54,6 +60,9 @@ def make_variants(preset: str, device, want_compile: bool, want_amp: bool):
         both = CapsNet(preset)
         both.load_state_dict(base.state_dict())
         variants["capsedu+compile+amp"] = ("capsedu", optimize(both, channels_last="auto", compile=True), True)
+    if want_baseline:  # not a formulation of CapsNet: context for "capsules are slow" (see the docstring)
+        torch.manual_seed(0)
+        variants["baseline-cnn"] = ("cnn", optimize(BaselineCNN(), channels_last="auto", compile=want_compile), want_amp)
     for kind, model, _ in variants.values():
         model.to(device)
     return variants
@@ -66,6 +75,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (default on CUDA)")
     p.add_argument("--no-inference", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="skip the paper's baseline CNN")
     args = p.parse_args(argv)
     _common.setup_threads(args)
     device = pick_device(args.device)
@@ -73,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     batch = args.batch_size or (4 if args.quick else 128)
     repeats = args.repeats or (1 if args.quick else 5)
     want_compile = args.compile or (device.type == "cuda" and not args.quick)
-    variants = make_variants(preset, device, want_compile, device.type == "cuda")
+    variants = make_variants(preset, device, want_compile, device.type == "cuda", not args.no_baseline)
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, 28, 28, generator=g).to(device)
@@ -96,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 if kind == "naive":
                     lengths, _, recon = model(images, labels)
                     loss = naive_loss(lengths, recon, images, labels)
+                elif kind == "cnn":
+                    loss = F.cross_entropy(model(images), labels)
                 else:
                     loss = capsule_loss(model(images, labels), images, labels)
             opt.zero_grad(set_to_none=True)
@@ -129,11 +141,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         row["train_speedup_vs_naive"] = naive["train_step_median_s"] / row["train_step_median_s"]
         if "inference_median_s" in row:
             row["inference_speedup_vs_naive"] = naive["inference_median_s"] / row["inference_median_s"]
-    best = min(results[1:], key=lambda r: r["train_step_median_s"])
+    best = min((r for r in results[1:] if r["variant"] != "baseline-cnn"), key=lambda r: r["train_step_median_s"])
     print(f"best capsedu variant: {best['variant']}, x{best['train_speedup_vs_naive']:.2f} vs naive "
           f"(outputs agree to {max_diff:.1e})")
+    from capsedu.summary import conv_linear_macs, layer_table, totals
+
+    macs = {"capsnet": totals(layer_table(CapsNet(preset)))["macs"]}
+    if "baseline-cnn" in variants:
+        macs["baseline_cnn"] = conv_linear_macs(BaselineCNN())
+        cnn = results[-1]
+        print(f"multiply-adds per image: CapsNet '{preset}' {macs['capsnet'] / 1e6:.0f}M, baseline CNN "
+              f"{macs['baseline_cnn'] / 1e6:.0f}M; baseline CNN step {cnn['train_step_median_s']:.2f} s = "
+              f"x{cnn['train_step_median_s'] / best['train_step_median_s']:.2f} the best capsedu step")
     payload = {"benchmark": "train_step", "quick": args.quick, "machine": machine_info(device), "preset": preset,
-               "batch_size": batch, "max_abs_diff_naive_vs_capsedu": max_diff, "results": results}
+               "batch_size": batch, "max_abs_diff_naive_vs_capsedu": max_diff, "macs_per_image": macs,
+               "results": results}
     default = f"train_step_{preset}_b{batch}_{device.type}{'_quick' if args.quick else ''}"
     return finish(default, payload, args.out)
 

@@ -25,6 +25,18 @@ def broadcast_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
     return v
 
 
+def einsum_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Procedure 1 with ``torch.einsum`` contractions (the formulation of the fastest public
+    reimplementation we know of, 15 s/epoch on a V100): b is ``(batch, n_in, n_out)``."""
+    b = torch.zeros(u_hat.shape[:3], dtype=u_hat.dtype, device=u_hat.device)
+    for r in range(iterations):
+        c = F.softmax(b, dim=2)                                  # eq. 1
+        v = squash(torch.einsum("bij,bijd->bjd", c, u_hat))     # eqs. 3 and 4
+        if r < iterations - 1:
+            b = b + torch.einsum("bijd,bjd->bij", u_hat, v)      # agreement
+    return v
+
+
 def literal_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
     """Procedure 1 as written: loops over examples, input capsules i and output capsules j.
 

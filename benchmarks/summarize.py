@@ -39,6 +39,11 @@ def main() -> None:
                 lines.append(f"| {r['variant']} | {r['train_step_median_s']:.2f} s | {r['train_images_per_s']:.1f} | "
                              f"x{r['train_speedup_vs_naive']:.2f} | {r.get('inference_images_per_s', 0):.1f} | "
                              f"x{r.get('inference_speedup_vs_naive', 0):.2f} |")
+            macs = data.get("macs_per_image", {})
+            if "baseline_cnn" in macs:
+                lines.append("")
+                lines.append(f"Multiply-adds per image: CapsNet '{data['preset']}' {macs['capsnet'] / 1e6:.0f}M, "
+                             f"baseline CNN {macs['baseline_cnn'] / 1e6:.0f}M (a different network, timed for context).")
         elif data["benchmark"] == "epoch":
             if data["mode"] == "extrapolated":
                 lines.append(f"CapsNet '{data['preset']}', batch {data['batch_size']}: median step "
@@ -47,7 +52,8 @@ def main() -> None:
                              f"(**extrapolated** from {data['timed_steps']} steps, not measured)")
             else:
                 lines.append(f"epoch {data['epoch_seconds']:.1f} s; time to {100 * data['target_accuracy']:.1f}%: "
-                             f"{data['time_to_target_s']} s; best {100 * data['best_test_accuracy']:.2f}%")
+                             f"{data['time_to_target_s']} s; best {100 * data['best_test_accuracy']:.2f}%; "
+                             f"warm-up (compile) {data.get('warmup_s', 0):.0f} s, not counted")
         lines.append("")
     print("\n".join(lines))
 

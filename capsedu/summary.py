@@ -25,7 +25,7 @@ from .models import CapsNet, count_parameters
 from .routing import dynamic_routing
 
 __all__ = ["LayerRow", "layer_table", "routing_macs", "routing_memory_bytes", "time_layers", "totals",
-           "format_table"]
+           "format_table", "conv_linear_macs"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,33 @@ def layer_table(model: CapsNet, image_size: Optional[int] = None) -> List[LayerR
                              sum(m.in_features * m.out_features for m in linears),
                              " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears])))
     return rows
+
+
+@torch.no_grad()
+def conv_linear_macs(model: torch.nn.Module, image_shape: Tuple[int, int, int] = (1, 28, 28)) -> int:
+    """Multiply-adds per image of every ``Conv2d`` and ``Linear`` in ``model`` (e.g. the baseline CNN),
+    measured with forward hooks on one image of ``image_shape``; other work is not counted."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k_h, k_w = module.kernel_size
+            total += output[0].numel() * k_h * k_w * module.in_channels // module.groups
+        else:
+            total += output[0].numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters())
+        model(torch.zeros(1, *image_shape, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total
 
 
 def totals(rows: List[LayerRow]) -> Dict[str, int]:

@@ -34,7 +34,7 @@ def test_routing_benchmark_times_every_method_and_checks_they_agree(tmp_path):
     out = tmp_path / "routing.json"
     data = _read(_load("bench_routing").main(["--quick", "--iterations", "1", "3", "--out", str(out)]), out)
     rows = data["results"]
-    assert {r["method"] for r in rows} == {"capsedu", "capsedu-autograd", "broadcast", "literal"}
+    assert {r["method"] for r in rows} == {"capsedu", "capsedu-autograd", "broadcast", "einsum", "literal"}
     assert {r["iterations"] for r in rows} == {1, 3}
     for r in rows:
         assert r["median_s"] > 0
@@ -50,7 +50,8 @@ def test_train_step_benchmark_compares_naive_and_capsedu(tmp_path):
     out = tmp_path / "train.json"
     data = _read(_load("bench_train_step").main(["--quick", "--out", str(out)]), out)
     names = [r["variant"] for r in data["results"]]
-    assert names[:2] == ["naive", "capsedu"]
+    assert names[:2] == ["naive", "capsedu"] and names[-1] == "baseline-cnn"
+    assert data["macs_per_image"]["baseline_cnn"] > data["macs_per_image"]["capsnet"] > 0
     assert data["max_abs_diff_naive_vs_capsedu"] < 1e-5  # the two formulations compute the same function
     for r in data["results"]:
         assert r["train_step_median_s"] > 0 and r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0

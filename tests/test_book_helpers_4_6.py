@@ -83,6 +83,19 @@ def test_routing_memory_is_batch_times_predictions():
     assert routing_memory_bytes(128, 1152, 10, 16) == 128 * 1152 * 10 * 16 * 4
 
 
+def test_conv_linear_macs_counts_every_convolution_and_linear_layer():
+    from capsedu import BaselineCNN
+    from capsedu.summary import conv_linear_macs
+
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(18, 4))
+    assert conv_linear_macs(tiny, (1, 5, 5)) == 2 * 3 * 3 * 9 + 18 * 4
+    paper = {r.name: r.macs for r in layer_table(CapsNet("paper"))}
+    assert conv_linear_macs(CapsNet("paper")) == paper["conv1"] + paper["PrimaryCaps"] + paper["decoder"]
+    # the paper's baseline: three 5x5 'same' convolutions at 28x28, then FC 328, 192, 10
+    expected = 784 * 25 * (1 * 256 + 256 * 256 + 256 * 128) + 128 * 784 * 328 + 328 * 192 + 192 * 10
+    assert conv_linear_macs(BaselineCNN()) == expected
+
+
 def test_layer_table_rejects_other_image_size(small_model):
     with pytest.raises(ValueError, match="image_size=32"):
         layer_table(small_model, image_size=32)
