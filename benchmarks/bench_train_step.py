@@ -31,11 +31,11 @@ import _common
 from _common import machine_info, peak_memory, pick_device, time_fn, finish
 
 import torch  # noqa: E402
-
 import torch.nn.functional as F  # noqa: E402
 
 from capsedu import BaselineCNN, CapsNet, capsule_loss  # noqa: E402
 from capsedu.fast import autocast, optimize  # noqa: E402
+from capsedu.summary import conv_linear_macs, layer_table, totals  # noqa: E402
 from reference import NaiveCapsNet, naive_loss  # noqa: E402
 
 
@@ -144,12 +144,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     best = min((r for r in results[1:] if r["variant"] != "baseline-cnn"), key=lambda r: r["train_step_median_s"])
     print(f"best capsedu variant: {best['variant']}, x{best['train_speedup_vs_naive']:.2f} vs naive "
           f"(outputs agree to {max_diff:.1e})")
-    from capsedu.summary import conv_linear_macs, layer_table, totals
-
     macs = {"capsnet": totals(layer_table(CapsNet(preset)))["macs"]}
     if "baseline-cnn" in variants:
         macs["baseline_cnn"] = conv_linear_macs(BaselineCNN())
-        cnn = results[-1]
+        cnn = next(r for r in results if r["variant"] == "baseline-cnn")
         print(f"multiply-adds per image: CapsNet '{preset}' {macs['capsnet'] / 1e6:.0f}M, baseline CNN "
               f"{macs['baseline_cnn'] / 1e6:.0f}M; baseline CNN step {cnn['train_step_median_s']:.2f} s = "
               f"x{cnn['train_step_median_s'] / best['train_step_median_s']:.2f} the best capsedu step")

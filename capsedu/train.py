@@ -174,7 +174,7 @@ def train_epoch(
             seen += n
         if (step + 1) % every == 0:  # before backward: on the CPU a bad loss never reaches the weights
             loss_total, n_correct = read_totals(step)
-            if progress and step % 10 == 0 and seen:
+            if progress and seen and (every > 1 or step % 10 == 0):
                 bar.set_postfix(loss=f"{loss_total / seen:.4f}", acc=f"{n_correct / seen:.4f}")
         optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()

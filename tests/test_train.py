@@ -287,3 +287,16 @@ def test_optimizer_state_from_a_gpu_run_resumes_on_the_cpu():
     net(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
     fresh.step()  # torch < 2.4 has no fused CPU Adam and would reject the saved flag here
     assert all(not torch.equal(state_before[k], v["exp_avg"]) for k, v in zip(range(3), fresh.state.values()))
+
+
+def test_the_progress_bar_shows_running_loss_and_accuracy_at_either_cadence(monkeypatch):
+    shown = []
+    monkeypatch.setattr(train_mod.tqdm, "set_postfix", lambda self, **kw: shown.append(kw), raising=False)
+    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
+    for every in (1, 25):  # the CPU's cadence and an accelerator's
+        monkeypatch.setattr(train_mod, "_host_sync_every", lambda device, every=every: every)
+        shown.clear()
+        net = CapsNet("small", reconstruction=False)
+        opt, _ = make_optimizer(net)
+        train_epoch(net, [(x, y)] * 26, opt, progress=True)
+        assert shown and {"loss", "acc"} <= set(shown[-1]), every
