@@ -62,7 +62,7 @@ def squash_vjp(s: torch.Tensor, grad_v: torch.Tensor, dim: int = -1, eps: float 
     sq_norm = (s32 * s32).sum(dim=dim, keepdim=True)
     root = torch.sqrt(sq_norm + eps)
     one_plus = 1.0 + sq_norm
-    scale = sq_norm / one_plus / root  # f(n2), as in squash_scale
+    scale = squash_scale(sq_norm, eps)  # f(n2)
     d_scale = (1.0 / one_plus - 0.5 * sq_norm / (sq_norm + eps)) / (one_plus * root)  # f'(n2)
     radial = (s32 * g).sum(dim=dim, keepdim=True)  # s . grad_v
     return (scale * g + (2.0 * d_scale * radial) * s32).to(s.dtype)
