@@ -5,7 +5,7 @@
     python benchmarks/bench_epoch.py --quick           # smoke run (a few small steps)
 
 The whole data set lives on the device (``capsedu.data.Batches``) and the paper's augmentation
-(random shifts of up to 2 pixels, ``capsedu.data.random_shift``) runs there too, so no data loader
+(random shifts of up to 2 pixels, ``capsedu.data.RandomShift``) runs there too, so no data loader
 stands between the GPU and the next batch. The model is the paper's CapsNet (``--preset``), trained
 with ``capsedu.train.train_epoch`` (Adam, exponential decay) and the fast options of
 ``capsedu.fast`` (``--compile``/``--amp``/``--channels-last``: default on for CUDA, off on the CPU).
@@ -28,7 +28,7 @@ from _common import machine_info, pick_device, sync, finish
 import torch  # noqa: E402
 
 from capsedu import CapsNet  # noqa: E402
-from capsedu.data import Batches, load_mnist  # noqa: E402
+from capsedu.data import Batches, RandomShift, load_mnist  # noqa: E402
 from capsedu.fast import optimize, resolve_amp  # noqa: E402
 from capsedu.train import evaluate, make_optimizer, train_epoch  # noqa: E402
 
@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     train_split = load_mnist("train", root=args.data, verbose=False)
     test_split = load_mnist("test", root=args.data, verbose=False)
     g = torch.Generator().manual_seed(0)
-    train = Batches(train_split, batch, shuffle=True, augment_shift=2, device=device, generator=g,
+    train = Batches(train_split, batch, shuffle=True, augment=RandomShift(2), device=device, generator=g,
                     limit=args.train_limit)
     test = Batches(test_split, 500 if not args.quick else 50, device=device, limit=100 if args.quick else None)
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         sync(device)
         t_warm = time.perf_counter()
-        warm = list(itertools.islice(iter(Batches(train_split, batch, shuffle=True, augment_shift=2, device=device,
+        warm = list(itertools.islice(iter(Batches(train_split, batch, shuffle=True, augment=RandomShift(2), device=device,
                                                   generator=torch.Generator().manual_seed(1))), 2))
         tail = train.num_examples % batch
         if tail:
@@ -118,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         times: List[float] = []
         it = iter(train)
 
-        def timed(step: int, _loss: float) -> None:
+        def timed(_record) -> None:
             sync(device)
             times.append(time.perf_counter())
 

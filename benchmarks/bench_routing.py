@@ -5,7 +5,7 @@
 
 Methods (all compute Procedure 1 of Sabour et al. (2017) with per-example logits b):
 
-* ``capsedu``            ``capsedu.dynamic_routing`` (hand-written backward, batched matvecs)
+* ``capsedu``            ``capsedu.dynamic_routing`` (``capsedu.routing_autograd``: hand-written backward)
 * ``capsedu-autograd``   capsedu's layout (batch, n_out, n_in, d) differentiated by plain autograd
 * ``broadcast``          ``(c.unsqueeze(-1) * u_hat).sum(1)`` / ``(u_hat * v.unsqueeze(1)).sum(-1)``,
                          b of shape (batch, n_in, n_out): the common formulation
@@ -14,7 +14,7 @@ Methods (all compute Procedure 1 of Sabour et al. (2017) with per-example logits
 * ``literal``            loops over examples, i and j; timed on a few examples and extrapolated
                          to the full batch (labelled ``extrapolated``)
 
-Also times ``DigitCaps.predictions`` (eq. 2) as bmm (capsedu), einsum and broadcast matmul.
+Also times ``DigitCaps.predictions`` (Eq. 2) as bmm (capsedu), einsum and broadcast matmul.
 Memory: CUDA ``max_memory_allocated``; CPU: peak live tensor bytes tracked op by op (exact
 for tensors, ignores allocator caching), plus the bytes autograd saves for backward.
 """

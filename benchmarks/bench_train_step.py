@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from capsedu import BaselineCNN, CapsNet, capsule_loss  # noqa: E402
 from capsedu.fast import autocast, optimize  # noqa: E402
-from capsedu.summary import conv_linear_macs, layer_table, totals  # noqa: E402
+from capsedu.teaching.architecture import conv_linear_macs, layer_table, totals  # noqa: E402
 from reference import NaiveCapsNet, naive_loss  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Reference ("straightforward PyTorch") formulations that the benchmarks compare capsedu against.
 
-They compute the same equations as :mod:`capsedu` (Sabour et al., 2017, eqs. 1-4 and Procedure 1)
+They compute the same equations as :mod:`capsedu` (Sabour et al., 2017, Eqs. 1-4 and Procedure 1)
 with per-example routing logits, written the way most reimplementations write them.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ def broadcast_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
     """Procedure 1 with broadcast multiplies: b is ``(batch, n_in, n_out)``, u_hat ``(batch, n_in, n_out, d)``."""
     b = torch.zeros(u_hat.shape[:3], dtype=u_hat.dtype, device=u_hat.device)
     for r in range(iterations):
-        c = F.softmax(b, dim=2)                       # eq. 1
-        s = (c.unsqueeze(-1) * u_hat).sum(1)          # eq. 3, (batch, n_out, d)
-        v = squash(s)                                 # eq. 4
+        c = F.softmax(b, dim=2)                       # Eq. 3
+        s = (c.unsqueeze(-1) * u_hat).sum(1)          # Eq. 2, (batch, n_out, d)
+        v = squash(s)                                 # Eq. 1
         if r < iterations - 1:
             b = b + (u_hat * v.unsqueeze(1)).sum(-1)  # agreement
     return v
@@ -30,8 +30,8 @@ def einsum_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
     reimplementation we know of, 15 s/epoch on a V100): b is ``(batch, n_in, n_out)``."""
     b = torch.zeros(u_hat.shape[:3], dtype=u_hat.dtype, device=u_hat.device)
     for r in range(iterations):
-        c = F.softmax(b, dim=2)                                  # eq. 1
-        v = squash(torch.einsum("bij,bijd->bjd", c, u_hat))     # eqs. 3 and 4
+        c = F.softmax(b, dim=2)                                  # Eq. 3
+        v = squash(torch.einsum("bij,bijd->bjd", c, u_hat))     # Eqs. 2 and 1
         if r < iterations - 1:
             b = b + torch.einsum("bijd,bjd->bij", u_hat, v)      # agreement
     return v
@@ -47,11 +47,11 @@ def literal_routing(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
     for n in range(batch):
         b = [[u_hat.new_zeros(()) for _ in range(n_out)] for _ in range(n_in)]
         for r in range(iterations):
-            c = [torch.softmax(torch.stack(b[i]), 0) for i in range(n_in)]       # eq. 1
+            c = [torch.softmax(torch.stack(b[i]), 0) for i in range(n_in)]       # Eq. 3
             v = []
             for j in range(n_out):
-                s = sum(c[i][j] * u_hat[n, i, j] for i in range(n_in))           # eq. 3
-                v.append(squash(s, dim=0))                                      # eq. 4
+                s = sum(c[i][j] * u_hat[n, i, j] for i in range(n_in))           # Eq. 2
+                v.append(squash(s, dim=0))                                      # Eq. 1
             if r < iterations - 1:
                 for i in range(n_in):
                     for j in range(n_out):
@@ -95,7 +95,7 @@ class NaiveCapsNet(nn.Module):
         batch = p.shape[0]
         p = p.view(batch, self.primary_types, 8, -1).transpose(2, 3).reshape(batch, -1, 8)
         u = squash(p)                                                    # (B, 1152, 8)
-        u_hat = (self.W @ u[:, :, None, :, None]).squeeze(-1)            # eq. 2, (B, 1152, 10, 16)
+        u_hat = (self.W @ u[:, :, None, :, None]).squeeze(-1)            # Eq. 2, (B, 1152, 10, 16)
         v = broadcast_routing(u_hat, self.iterations)                    # (B, 10, 16)
         lengths = capsule_length(v)
         recon = None
@@ -107,7 +107,7 @@ class NaiveCapsNet(nn.Module):
 
 
 def naive_loss(lengths, recon, images, labels):
-    """Margin loss (eq. 4 of section 3) + 0.0005 * sum-squared reconstruction error, as in capsedu."""
+    """Margin loss (Eq. 4) + 0.0005 * sum-squared reconstruction error, as in capsedu."""
     t = F.one_hot(labels, 10).to(lengths.dtype)
     margin = (t * F.relu(0.9 - lengths) ** 2 + 0.5 * (1 - t) * F.relu(lengths - 0.1) ** 2).sum(1).mean()
     if recon is None:

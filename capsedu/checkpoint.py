@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from ._io import atomic_write
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "build_model", "load_model", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state", "load_model", "FORMAT"]
 
 FORMAT = "capsedu-checkpoint-v1"
 PathLike = Union[str, os.PathLike]
@@ -33,13 +34,19 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs on load)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a directory; name the file (e.g. {path / 'last.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, random bytes, pickled objects outside the allow-list, ...
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    except pickle.UnpicklingError as exc:
+        # torch suggests weights_only=False here; capsedu never unpickles arbitrary objects
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt: it holds Python objects other "
+                              f"than tensors and plain data, which capsedu never loads") from exc
+    except Exception as exc:  # truncated zip, random bytes, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {first})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a capsedu checkpoint (expected format {FORMAT!r})")
     for key in ("model_class", "model_config", "model_state"):
@@ -48,19 +55,11 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     return state
 
 
-def build_model(model_class: str, config: Dict[str, Any]) -> nn.Module:
-    """Construct an empty model from the class name and config stored in a checkpoint."""
-    from .models import BaselineCNN, CapsNet
-
-    if model_class == "CapsNet":
-        return CapsNet.from_config(config)
-    if model_class == "BaselineCNN":
-        return BaselineCNN(**config)
-    raise CheckpointError(f"unknown model class {model_class!r} in checkpoint")
-
-
 def load_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """``model.load_state_dict`` with a message that lists what does not fit."""
+    bad = sorted(k for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise CheckpointError(f"{source} is corrupt: {bad[:5]} are not tensors")
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -80,10 +79,14 @@ def load_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: st
 
 def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    from .models import build_model
+
     state = load_checkpoint(path, map_location)
+    if not isinstance(state["model_config"], dict) or not isinstance(state["model_state"], dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt: model_config and model_state must be dictionaries")
     try:
         model = build_model(state["model_class"], state["model_config"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} has an invalid model: {exc}") from exc
     load_state(model, state["model_state"], f"checkpoint {path}")
     return model.eval(), state

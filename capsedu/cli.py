@@ -19,54 +19,88 @@ from typing import List, Optional
 __all__ = ["main", "build_parser"]
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _integer(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+_positive = _integer(1)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+    from .models import MODELS, PRESETS
+    from .objectives import OBJECTIVES
     from .train import TrainConfig
 
     d = TrainConfig()
-    parser = argparse.ArgumentParser(prog="capsedu", description="Train and evaluate Capsule Networks on MNIST.")
+    parser = argparse.ArgumentParser(prog="capsedu", description="Train and evaluate Capsule Networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a CapsNet (or the baseline CNN) on MNIST",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--model", choices=["capsnet", "baseline"], default=d.model)
-    t.add_argument("--preset", choices=["small", "paper"], default=d.preset,
-                   help="CapsNet size: 'small' for CPUs, 'paper' for the 8.2M-parameter network of the paper")
-    t.add_argument("--epochs", type=_positive, default=d.epochs)
-    t.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr, help="initial Adam learning rate")
-    t.add_argument("--routing-iterations", type=_positive, default=d.routing_iterations)
-    t.add_argument("--routing-gradient", choices=["all", "last"], default=d.routing_gradient,
-                   help="back-propagate through every routing iteration or only the last")
-    t.add_argument("--no-reconstruction", action="store_true", help="train without the decoder")
-    t.add_argument("--augment-shift", type=int, default=d.augment_shift, help="max random shift in pixels (0: none)")
-    t.add_argument("--data", default=None, help="MNIST root directory (default: $CAPSEDU_DATA, else ~/.cache/capsedu)")
-    t.add_argument("--subset", action="store_true", help="use the small MNIST subset shipped with capsedu")
-    t.add_argument("--train-limit", type=_positive, default=None, help="train on the first N digits only")
-    t.add_argument("--test-limit", type=_positive, default=None, help="test on the first N digits only")
-    t.add_argument("--device", default=d.device, help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="also checkpoint every N steps (0: at epoch ends only)")
-    t.add_argument("--output", default=d.output, help="directory for last.pt and history.json")
+    # Every train option defaults to None so that a resumed run knows which flags were given: those
+    # override the checkpoint's settings (or are refused), the rest come from the checkpoint.
+    t = sub.add_parser("train", help="train a CapsNet (or the baseline CNN)",
+                       description="Train a model. Defaults are shown in brackets; with --resume, options not "
+                                   "given are taken from the checkpoint.")
+    t.add_argument("--model", choices=sorted(MODELS), default=None, help=f"[{d.model}]")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"CapsNet size: 'small' for CPUs, 'paper' for the 8.2M-parameter network [{d.preset}]")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default=None, help=f"[{d.dataset}]")
+    t.add_argument("--epochs", type=_positive, default=None, help=f"[{d.epochs}]")
+    t.add_argument("--batch-size", type=_positive, default=None, help=f"[{d.batch_size}]")
+    t.add_argument("--lr", type=_number, default=None, help=f"initial Adam learning rate [{d.lr}]")
+    t.add_argument("--routing-iterations", type=_positive, default=None, help=f"[{d.routing_iterations}]")
+    t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
+                   help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
+    t.add_argument("--no-reconstruction", dest="reconstruction", action="store_const", const=False, default=None,
+                   help="train a CapsNet without the decoder")
+    t.add_argument("--loss", choices=["auto", *sorted(OBJECTIVES)], default=None,
+                   help=f"'auto': margin (+ reconstruction) for a CapsNet, cross-entropy for the baseline [{d.loss}]")
+    t.add_argument("--reconstruction-weight", type=_number, default=None,
+                   help=f"weight of the summed squared reconstruction error [{d.reconstruction_weight}]")
+    t.add_argument("--augment-shift", type=_integer(0), default=None,
+                   help=f"max random shift in pixels, 0 for none [{d.augment_shift}]")
+    t.add_argument("--data", default=None, help="data root directory [$CAPSEDU_DATA, else ~/.cache/capsedu]")
+    t.add_argument("--subset", action="store_const", const=True, default=None,
+                   help="use the small MNIST subset shipped with capsedu")
+    t.add_argument("--train-limit", type=_positive, default=None, help="train on the first N examples only")
+    t.add_argument("--test-limit", type=_positive, default=None, help="test on the first N examples only")
+    t.add_argument("--device", default=None, help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' [auto]")
+    t.add_argument("--seed", type=_integer(0), default=None, help=f"[{d.seed}]")
+    t.add_argument("--checkpoint-every", type=_integer(0), default=None,
+                   help="also checkpoint every N steps, 0 for epoch ends only "
+                        f"(Ctrl-C and SIGTERM always checkpoint) [{d.checkpoint_every}]")
+    t.add_argument("--output", default=None, help=f"directory for last.pt and history.json [{d.output}]")
     t.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue an interrupted run (default checkpoint: OUTPUT/last.pt)")
+    t.add_argument("--overwrite", action="store_true", help="start over in an --output that already holds a run")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default="auto",
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on CUDA only; falls back to eager with a warning)")
-    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default="auto",
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CUDA, routing kept in float32 (default: on CUDA with bf16; "
                         "a no-op with a message on the CPU)")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default="auto",
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on; measured faster on CPUs and GPUs)")
 
-    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint on the MNIST test set")
+    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint on its data set's test split")
     e.add_argument("checkpoint")
     e.add_argument("--data", default=None)
     e.add_argument("--subset", action="store_true")
@@ -80,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None, help="directory holding the full MNIST (torchvision layout)")
     s.add_argument("--n-train", type=_positive, default=5000)
     s.add_argument("--n-test", type=_positive, default=1000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_integer(0), default=0)
     s.add_argument("--out", default=None, help="output .npz (default: the packaged subset file)")
     x = sub.add_parser("export-pretrained", help="strip a training checkpoint to float16 weights for the book")
     x.add_argument("checkpoint")
@@ -88,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``capsedu train`` options that are not training settings
+_NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress")
+
+
 def _export(args: argparse.Namespace) -> int:
-    from .pretrained import PRETRAINED_PATH, export_pretrained
+    from .teaching.pretrained import PRETRAINED_PATH, export_pretrained
 
     out = export_pretrained(args.checkpoint, args.out or PRETRAINED_PATH)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
@@ -97,25 +135,27 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import CHECKPOINT_NAME, TrainConfig, fit
+    from dataclasses import replace
 
-    config = TrainConfig(
-        model=args.model, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        routing_iterations=args.routing_iterations, routing_gradient=args.routing_gradient,
-        reconstruction=not args.no_reconstruction, augment_shift=args.augment_shift, seed=args.seed,
-        device=args.device, data=args.data, subset=True if args.subset else None,
-        train_limit=args.train_limit, test_limit=args.test_limit,
-        checkpoint_every=args.checkpoint_every, output=args.output,
-        compile=args.compile, amp=args.amp, channels_last=args.channels_last,
-    )
+    from .train import CHECKPOINT_NAME, TrainConfig, read_resumable, fit
+
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and v is not None}
     resume = None
     if args.resume is not None:
-        resume = Path(args.resume) if args.resume else Path(args.output) / CHECKPOINT_NAME
+        output = given.get("output", TrainConfig().output)
+        resume = Path(args.resume) if args.resume else Path(output) / CHECKPOINT_NAME
+        _, saved = read_resumable(resume)
+        # the checkpoint's settings, then the flags given here; fit() refuses the ones that may not change
+        config = replace(saved, **given)
+        if "output" not in given and args.resume:
+            config = replace(config, output=str(Path(args.resume).parent))
+    else:
+        config = TrainConfig(**given)
     start = time.perf_counter()
-    result = fit(config, resume=resume, progress=not args.no_progress)
+    result = fit(config, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
-    print(f"trained in {time.perf_counter() - start:.0f}s on {result.data_source} MNIST; "
+    print(f"trained in {time.perf_counter() - start:.0f}s on {result.data_source} {config.dataset}; "
           f"checkpoint: {result.checkpoint}")
     print(f"test accuracy: {100 * result.test_accuracy:.2f}%")
     return 0
@@ -123,7 +163,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import Batches, load_mnist
+    from .data import Batches, load_split
     from .models import CapsNet
     from .train import evaluate, select_device
 
@@ -134,13 +174,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not isinstance(model, CapsNet):
             raise ValueError("--routing-iterations applies to CapsNet checkpoints only")
         model.routing_iterations = args.routing_iterations
-    split = load_mnist("test", root=args.data, subset=True if args.subset else None)
+    dataset = state.get("train_config", {}).get("dataset", "mnist")
+    split = load_split(dataset, "test", root=args.data, subset=True if args.subset else None)
     batches = Batches(split, args.batch_size, device=device, limit=args.test_limit)
     metrics = evaluate(model, batches, progress=True)
-    n = len(split) if args.test_limit is None else min(len(split), args.test_limit)
+    iterations = model.routing_iterations if isinstance(model, CapsNet) else 0
     print(f"{args.checkpoint}: error {metrics['error'] * 100:.2f}%, loss {metrics['loss']:.4f} "
-          f"on {n} {split.source} MNIST test digits, {model.routing_iterations if isinstance(model, CapsNet) else 0} "
-          f"routing iterations")
+          f"on {metrics['examples']} {split.source} {dataset} test examples, {iterations} routing iterations")
     print(f"test accuracy: {100 * metrics['accuracy']:.2f}%")
     return 0
 
@@ -155,6 +195,7 @@ def _make_subset(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; a user's mistake ends in one line on stderr and exit status 2, never a traceback."""
     from .checkpoint import CheckpointError
     from .data import DataError
 
@@ -163,8 +204,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "export-pretrained": _export}
     try:
         return handlers[args.command](args)
-    except (CheckpointError, DataError, ValueError) as exc:
+    except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
         print(f"capsedu {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ... while reading or writing files
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"capsedu {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ class PrimaryCaps(nn.Module):
     """Convolutional capsules: ``n_types`` capsule types of dimension ``dim`` at every grid position.
 
     One convolution with ``n_types * dim`` output channels; each group of ``dim`` channels at a
-    position is one capsule, squashed (eq. 4). In the paper: 32 types of 8-D capsules, 9x9 kernels,
+    position is one capsule, squashed (Eq. 1). In the paper: 32 types of 8-D capsules, 9x9 kernels,
     stride 2, turning the 20x20x256 conv1 output into a 6x6 grid, i.e. 6*6*32 = 1152 capsules.
 
     Args:
@@ -48,10 +48,10 @@ class PrimaryCaps(nn.Module):
 
 
 class DigitCaps(nn.Module):
-    """Fully connected capsule layer with dynamic routing (eqs. 1-4, Procedure 1).
+    """Fully connected capsule layer with dynamic routing (Eqs. 1-3, Procedure 1).
 
     Each (input capsule i, output capsule j) pair owns a ``out_dim x in_dim`` matrix ``W_ij``
-    (eq. 2, no bias): ``u_hat_{j|i} = W_ij u_i``. The predictions are then routed by agreement.
+    (Eq. 2, no bias): ``u_hat_{j|i} = W_ij u_i``. The predictions are then routed by agreement.
 
     Args:
         n_in: number of input capsules (1152 in the paper).
@@ -63,6 +63,10 @@ class DigitCaps(nn.Module):
         init_std: standard deviation of the normal initialisation of ``W``.
 
     Shape: ``(batch, n_in, in_dim) -> (batch, n_out, out_dim)``.
+
+    Dtypes: the predictions are computed in ``u``'s dtype (``W`` is cast to it, so a float32 layer
+    accepts float64 or half inputs) and routed as :func:`capsedu.routing.dynamic_routing` does:
+    float64 in, float64 out; float32 in, float32 out; float16/bfloat16 in, float32 out.
     """
 
     def __init__(
@@ -88,11 +92,17 @@ class DigitCaps(nn.Module):
                 f"iterations={self.iterations}, routing_gradient={self.routing_gradient!r}")
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:
-        """Prediction vectors ``u_hat_{j|i} = W_ij u_i`` (eq. 2), shape ``(batch, n_in, n_out, out_dim)``."""
+        """Prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), shape ``(batch, n_in, n_out, out_dim)``."""
+        if not isinstance(u, torch.Tensor):
+            raise ValueError(f"u must be a torch.Tensor, got {type(u).__name__}")
         if u.dim() != 3 or u.shape[1] != self.n_in or u.shape[2] != self.in_dim:
             raise ValueError(
-                f"DigitCaps expects input capsules of shape (batch, {self.n_in}, {self.in_dim}), got {tuple(u.shape)}"
+                f"DigitCaps expects input capsules u of shape (batch, {self.n_in}, {self.in_dim}), got {tuple(u.shape)}"
             )
+        if not u.is_floating_point():
+            raise ValueError(f"u must be a floating-point tensor (capsule vectors), got dtype {u.dtype}")
+        if u.shape[0] == 0:
+            raise ValueError(f"u: empty batch (shape {tuple(u.shape)}); DigitCaps needs at least one example")
         batch = u.shape[0]
         # One (batch x in_dim) @ (in_dim x n_out*out_dim) product per input capsule i.
         w = self.weight.permute(0, 3, 1, 2).reshape(self.n_in, self.in_dim, self.n_out * self.out_dim)
@@ -135,4 +145,6 @@ class Decoder(nn.Module):
     def forward(self, poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``poses (batch, n_classes, dim)``, ``mask (batch, n_classes)`` -> images ``(batch, *out_shape)``."""
         masked = (poses * mask.unsqueeze(-1).to(poses.dtype)).flatten(1)  # (batch, n_classes * dim)
+        # routing returns float32 poses for a half-precision model: feed the layers their own dtype
+        masked = masked.to(self.net[0].weight.dtype)
         return self.net(masked).view(-1, *self.out_shape)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -13,12 +13,55 @@ from .layers import Decoder, DigitCaps, PrimaryCaps
 from .losses import check_class_indices
 from .routing import GRADIENT_MODES, check_iterations
 
-__all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "PRESETS", "count_parameters"]
+__all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "BaselineCNNConfig", "PRESETS",
+           "MODELS", "build_model", "model_record", "count_parameters"]
+
+_HALF_AND_SINGLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def check_images(images: torch.Tensor, expected: Tuple[int, int, int], param_dtype: torch.dtype,
+                 model: str) -> torch.Tensor:
+    """Validate a batch of images for ``model`` (its name, for messages); every error names ``images``.
+
+    Args:
+        images: ``(batch, C, H, W)`` floating-point images, batch >= 1; ``(batch, H, W)`` when ``C == 1``.
+        expected: ``(C, H, W)``.
+        param_dtype: the model's parameter dtype. The images must have it, except under autocast,
+            which casts float32/float16/bfloat16 inputs of a float32/half model itself.
+
+    Returns:
+        ``images``, with the channel axis added to ``(batch, H, W)`` input.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() == 3 and expected[0] == 1:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(expected):
+        raise ValueError(f"images must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), "
+                         f"got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point (e.g. scaled to [0, 1]), got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images: empty batch (shape {tuple(images.shape)}); {model} needs at least one image")
+    if images.dtype != param_dtype:
+        autocast = torch.is_autocast_enabled(images.device.type)
+        if not (autocast and images.dtype in _HALF_AND_SINGLE and param_dtype in _HALF_AND_SINGLE):
+            raise ValueError(f"images have dtype {images.dtype} but the {model}'s parameters are {param_dtype}: "
+                             f"convert the images (images.to({param_dtype})) or the model (model.to({images.dtype}))")
+    return images
+
+
+def _known_keys(config: Dict[str, Any], config_class: type, model: str) -> Dict[str, Any]:
+    """``config`` itself, after checking that every key is a field of ``config_class``."""
+    unknown = set(config) - {f.name for f in fields(config_class)}
+    if unknown:
+        raise ValueError(f"unknown {model} config keys: {sorted(unknown)}")
+    return config
 
 
 @dataclass(frozen=True)
@@ -146,11 +189,7 @@ class CapsNet(nn.Module):
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "CapsNet":
         """Rebuild a network from ``CapsNetConfig.to_dict()`` (as stored in checkpoints)."""
-        known = {f.name for f in fields(CapsNetConfig)}
-        unknown = set(config) - known
-        if unknown:
-            raise ValueError(f"unknown CapsNet config keys: {sorted(unknown)}")
-        return cls("paper", **config)
+        return cls("paper", **_known_keys(config, CapsNetConfig, "CapsNet"))
 
     @property
     def routing_iterations(self) -> int:
@@ -162,23 +201,15 @@ class CapsNet(nn.Module):
 
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.dim() == 3 and cfg.in_channels == 1:
-            images = images.unsqueeze(1)
-        expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), "
-                             f"got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be floating point (e.g. scaled to [0, 1]), got dtype {images.dtype}")
-        return images
+        return check_images(images, (cfg.in_channels, cfg.image_size, cfg.image_size), self.conv1.weight.dtype,
+                            "CapsNet")
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         n = self.config.n_classes
-        if labels.dim() != 1 or labels.shape[0] != batch:
-            raise ValueError(f"labels must be class indices of shape ({batch},), got {tuple(labels.shape)}")
-        return check_class_indices(labels, n)
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != batch:
+            shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"labels must be class indices of shape ({batch},), got {shape}")
+        return check_class_indices(labels, n).long()  # one_hot takes int64 only
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """conv1 + PrimaryCaps on already checked images."""
@@ -191,7 +222,7 @@ class CapsNet(nn.Module):
         return self._encode(self._check_images(images))
 
     def predictions(self, images: torch.Tensor) -> torch.Tensor:
-        """Prediction vectors ``u_hat_{j|i}`` (eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
+        """Prediction vectors ``u_hat_{j|i}`` (Eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
         return self.digits.predictions(self.primary_capsules(images))
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -203,8 +234,24 @@ class CapsNet(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
                 routing_iterations: Optional[int] = None) -> CapsNetOutput:
-        """Classify ``images (batch, C, H, W)``; reconstruct from the true class if ``labels`` are given,
-        else from the longest capsule."""
+        """Classify ``images``; reconstruct from the true class if ``labels`` are given, else from the longest capsule.
+
+        Args:
+            images: ``(batch, C, H, W)`` floating-point images in [0, 1], batch >= 1, in the dtype of
+                the model's parameters (cast them, or the model, yourself; under autocast float32
+                and half precision mix as autocast allows).
+            labels: optional class indices ``(batch,)``, any integer dtype.
+            routing_iterations: overrides ``model.routing_iterations`` for this call.
+
+        Returns:
+            :class:`CapsNetOutput`. Poses and lengths are float64 for a float64 model, else float32
+            (routing runs in float32 for a half-precision model); reconstructions have the
+            decoder's dtype.
+
+        Raises:
+            ValueError: naming ``images`` for a wrong shape, an integer dtype, a dtype other than the
+                model's, or an empty batch; naming ``labels`` for bad labels.
+        """
         images = self._check_images(images)
         if labels is not None:
             labels = self._check_labels(labels, images.shape[0])
@@ -220,39 +267,138 @@ class CapsNet(nn.Module):
         return CapsNetOutput(lengths, poses, reconstructions)
 
 
-class BaselineCNN(nn.Module):
-    """The paper's baseline (section 5): three 5x5 conv layers (256, 256, 128 channels, stride 1,
-    'same' padding, ReLU), FC 328 and FC 192 with dropout, and a 10-way softmax (35.4M parameters).
+@dataclass(frozen=True)
+class BaselineCNNConfig:
+    """Sizes of a :class:`BaselineCNN`; the defaults are the paper's MNIST baseline (35.4M parameters)."""
 
+    in_channels: int = 1
+    image_size: int = 28
+    n_classes: int = 10
+    channels: Tuple[int, ...] = (256, 256, 128)  # three 5x5 conv layers, stride 1
+    kernel_size: int = 5
+    hidden: Tuple[int, ...] = (328, 192)         # two fully connected layers
+    dropout: float = 0.5                         # before the final 10-way layer only
+
+    def validate(self) -> "BaselineCNNConfig":
+        for name in ("in_channels", "image_size", "n_classes", "kernel_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BaselineCNN {name} must be a positive integer, got {value!r}")
+        for name in ("channels", "hidden"):
+            widths = getattr(self, name)
+            if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+                raise ValueError(f"BaselineCNN {name} must be a non-empty sequence of positive integers, "
+                                 f"got {widths!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"BaselineCNN kernel_size must be odd ('same' padding keeps the image size), "
+                             f"got {self.kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"BaselineCNN dropout must lie in [0, 1), got {self.dropout!r}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["channels"], d["hidden"] = list(self.channels), list(self.hidden)
+        return d
+
+
+class BaselineCNN(nn.Module):
+    """The paper's baseline (section 5): "three convolutional layers of 256, 256, 128 channels. Each
+    has 5x5 kernels and stride of 1. The last convolutional layers are followed by two fully
+    connected layers of size 328, 192. The last fully connected layer is connected with dropout to
+    a 10 class softmax layer with cross entropy loss." 35.4M parameters (35,445,522).
+
+    conv 256 -> conv 256 -> conv 128 (5x5, stride 1, 'same' padding, ReLU) -> FC 328 -> FC 192
+    (ReLU) -> dropout -> FC 10. Dropout sits only between FC 192 and the 10-way layer, as quoted.
     Returns logits; train with cross-entropy.
 
     Args:
         in_channels, image_size, n_classes: input and output sizes (1, 28, 10).
         channels: conv widths ((256, 256, 128)).
-        kernel_size: conv kernel (5).
+        kernel_size: conv kernel, odd (5).
         hidden: fully connected widths ((328, 192)).
-        dropout: dropout probability before each fully connected layer (0.5).
+        dropout: dropout probability before the final classification layer (0.5).
+
+    ``model.config`` (a :class:`BaselineCNNConfig`) holds these; ``BaselineCNN.from_config(d)``
+    rebuilds a network from ``model.config.to_dict()``.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, n_classes: int = 10,
                  channels: Sequence[int] = (256, 256, 128), kernel_size: int = 5,
                  hidden: Sequence[int] = (328, 192), dropout: float = 0.5):
         super().__init__()
+        cfg = BaselineCNNConfig(in_channels, image_size, n_classes, tuple(channels), kernel_size,
+                                tuple(hidden), float(dropout)).validate()
+        self.config = cfg
         self.in_channels, self.image_size = in_channels, image_size
         convs = []
-        for c_in, c_out in zip([in_channels, *channels[:-1]], channels):
+        for c_in, c_out in zip([in_channels, *cfg.channels[:-1]], cfg.channels):
             convs += [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*convs)
-        widths = [channels[-1] * image_size * image_size, *hidden]
+        widths = [cfg.channels[-1] * image_size * image_size, *cfg.hidden]
         fcs = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            fcs += [nn.Dropout(dropout), nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
-        fcs += [nn.Dropout(dropout), nn.Linear(widths[-1], n_classes)]
+            fcs += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
+        # "The last fully connected layer is connected with dropout to a 10 class softmax layer"
+        fcs += [nn.Dropout(cfg.dropout), nn.Linear(widths[-1], n_classes)]
         self.classifier = nn.Sequential(*fcs)
 
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "BaselineCNN":
+        """Rebuild a network from ``BaselineCNNConfig.to_dict()`` (or any subset of its keys)."""
+        return cls(**_known_keys(config, BaselineCNNConfig, "BaselineCNN"))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), "
-                             f"got {tuple(images.shape)}")
+        """Logits ``(batch, n_classes)`` of ``images (batch, C, H, W)``.
+
+        The images are checked as :meth:`CapsNet.forward` checks them (errors name ``images``).
+        """
+        images = check_images(images, (self.in_channels, self.image_size, self.image_size),
+                              self.classifier[-1].weight.dtype, "BaselineCNN")
         return self.classifier(self.features(images).flatten(1))
+
+
+#: The model registry: the names that configs, checkpoints and the command line use.
+MODELS: Dict[str, Type[nn.Module]] = {"capsnet": CapsNet, "baseline": BaselineCNN}
+
+#: class names stored by older checkpoints
+_LEGACY_NAMES = {"CapsNet": "capsnet", "BaselineCNN": "baseline"}
+
+
+def build_model(name: str, config: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """Construct a fresh model from its registry name and config.
+
+    Args:
+        name: a key of :data:`MODELS` (``"capsnet"``, ``"baseline"``), or the class names
+            ``"CapsNet"`` / ``"BaselineCNN"`` that older checkpoints store.
+        config: the dict :func:`model_record` returns (``model.config.to_dict()``), or any subset
+            of its keys; ``None`` or ``{}`` gives the paper's network.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the choices) or unknown config keys.
+    """
+    key = _LEGACY_NAMES.get(name, name) if isinstance(name, str) else None
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} "
+                         f"(older checkpoints' {sorted(_LEGACY_NAMES)} are accepted too)")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"model config must be a dict, got {type(config).__name__}")
+    return MODELS[key].from_config(dict(config or {}))
+
+
+def model_record(model: nn.Module) -> Tuple[str, Dict[str, Any]]:
+    """``(registry name, JSON-serialisable config)`` of ``model``: ``build_model(*model_record(m))``
+    rebuilds the same architecture (fresh weights). Wrappers (``torch.compile``, DataParallel,
+    DistributedDataParallel) are looked through.
+
+    Raises:
+        ValueError: ``model`` is not a registered model class.
+    """
+    inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    if isinstance(inner, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        inner = inner.module
+    for name, cls in MODELS.items():
+        if isinstance(inner, cls):
+            return name, inner.config.to_dict()
+    raise ValueError(f"{type(inner).__name__} is not a registered model; "
+                     f"known: {', '.join(f'{n!r} ({c.__name__})' for n, c in MODELS.items())}")

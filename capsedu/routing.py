@@ -1,24 +1,22 @@
 """Routing by agreement (Procedure 1 of the paper), vectorised over the batch.
 
 Notation (paper, section 2): lower-level capsule ``i`` predicts the output of higher-level
-capsule ``j`` with ``u_hat_{j|i} = W_ij u_i`` (eq. 2). Routing decides how much of each
-prediction goes to each parent:
+capsule ``j`` with ``u_hat_{j|i} = W_ij u_i`` (Eq. 2). Routing decides how much of each
+prediction goes to each parent (Procedure 1, one line each):
 
-* ``c_ij = softmax_j(b_ij)``                  (eq. 1, coupling coefficients)
-* ``s_j  = sum_i c_ij u_hat_{j|i}``            (eq. 3, total input)
-* ``v_j  = squash(s_j)``                      (eq. 4)
-* ``b_ij <- b_ij + u_hat_{j|i} . v_j``          (agreement, line 7 of Procedure 1)
+* line 2: ``b_ij <- 0``                         logits, one set per example
+* line 4: ``c_i <- softmax(b_i)``               (Eq. 3, coupling coefficients over the parents j)
+* line 5: ``s_j <- sum_i c_ij u_hat_{j|i}``     (Eq. 2, total input)
+* line 6: ``v_j <- squash(s_j)``                (Eq. 1)
+* line 7: ``b_ij <- b_ij + u_hat_{j|i} . v_j``  (agreement)
 
 The logits ``b_ij`` start at zero for *each example*: routing is a per-example inference
 procedure, not a learned parameter.
 
-Implementation note: :func:`_route` is the readable loop (predictions laid out as
-``(batch, n_out, n_in, d)`` so eq. 3 and the agreement are batched matrix-vector products); it
-records traces and serves as the reference. Training goes through :class:`_RoutingNatural`, a
-``torch.autograd.Function`` with a hand-written backward pass that works on ``u_hat`` in its own
-layout without copying it, saves only the couplings and totals of each iteration, and builds the
-gradient of ``u_hat`` with one batched matmul; ``benchmarks/bench_routing.py`` measures it against
-the usual formulations.
+:func:`_route` is the readable loop; it records traces, gives the couplings gradients when asked
+for them, and is the reference the fast path is tested against. Everything else goes through
+:func:`capsedu.routing_autograd.route_fast`, the same procedure with a hand-written backward pass
+that never copies ``u_hat`` and, without gradients, keeps only one iteration alive.
 """
 from __future__ import annotations
 
@@ -27,7 +25,8 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 
-from .functional import squash, squash_vjp
+from .functional import squash
+from .routing_autograd import FAST_PATH_MAX_OUT, route_fast
 
 __all__ = ["dynamic_routing", "routing_trace", "RoutingTrace", "check_iterations", "GRADIENT_MODES"]
 
@@ -51,6 +50,8 @@ def _check_u_hat(u_hat: torch.Tensor) -> None:
             "u_hat must have shape (batch, n_in, n_out, d_out) = 4 dimensions, "
             f"got {u_hat.dim()} dimensions with shape {tuple(u_hat.shape)}"
         )
+    if u_hat.shape[0] == 0:
+        raise ValueError(f"u_hat: empty batch (shape {tuple(u_hat.shape)}); routing needs at least one example")
     if min(u_hat.shape) == 0:
         raise ValueError(f"u_hat has an empty dimension: shape {tuple(u_hat.shape)}")
     if not u_hat.is_floating_point():
@@ -66,8 +67,8 @@ class RoutingTrace:
     * ``logits[k]``    ``(batch, n_in, n_out)``  b before iteration k's softmax; ``logits[r]`` is
       the value after the final agreement update (computed for the trace only; the output
       does not depend on it), so ``len(logits) == r + 1``.
-    * ``couplings[k]`` ``(batch, n_in, n_out)``  c used in iteration k (eq. 1).
-    * ``outputs[k]``   ``(batch, n_out, d_out)`` v produced by iteration k (eq. 4).
+    * ``couplings[k]`` ``(batch, n_in, n_out)``  c used in iteration k (Eq. 3).
+    * ``outputs[k]``   ``(batch, n_out, d_out)`` v produced by iteration k (Eq. 1).
     """
 
     logits: List[torch.Tensor]
@@ -89,151 +90,42 @@ def _route(
     gradient: str,
     trace: Optional[RoutingTrace] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Core loop with plain autograd (used for traces and when the couplings need gradients).
+    """Procedure 1 line by line, differentiated by plain autograd.
 
-    Returns ``v (batch, n_out, d)`` and ``c (batch, n_out, n_in)`` (transposed layout).
+    Args:
+        u_hat: predictions ``(batch, n_in, n_out, d)``, already validated.
+        iterations: r >= 1.
+        gradient: ``"all"`` or ``"last"`` (earlier iterations treated as constants).
+        trace: if given, b, c and v of every iteration are appended to it.
+
+    Returns:
+        ``v (batch, n_out, d)`` and ``c (batch, n_out, n_in)`` (parents first).
     """
-    batch, n_in, n_out, _ = u_hat.shape
     # Softmax, agreement and squash run in float32 even under autocast: the couplings are a
     # softmax over small logit differences and bf16 would round most of them away.
     if u_hat.dtype in (torch.float16, torch.bfloat16):
         u_hat = u_hat.float()
+    # parents first, so that lines 5 and 7 are batched matrix-vector products over the children i
     u = u_hat.permute(0, 2, 1, 3).contiguous()  # (batch, n_out, n_in, d)
     u_early = u.detach() if gradient == "last" else u
-    b = u.new_zeros(batch, n_out, n_in)  # (batch, n_out, n_in): b_ij, one set per example
-    for r in range(iterations):
+    batch, n_out, n_in, _ = u.shape
+    b = u.new_zeros(batch, n_out, n_in)  # line 2: b_ij <- 0, (batch, n_out, n_in)
+    for r in range(iterations):  # line 3
         last = r == iterations - 1
         u_r = u if last else u_early
         if trace is not None:
             trace.logits.append(b.detach().transpose(1, 2))
-        c = torch.softmax(b, dim=1)  # eq. 1: softmax over the parents j of each child i
-        # eq. 3: s_j = sum_i c_ij u_hat_{j|i}, as (1 x n_in) @ (n_in x d) per (example, j)
-        s = torch.matmul(c.unsqueeze(2), u_r).squeeze(2)  # (batch, n_out, d)
-        v = squash(s, dim=-1)  # eq. 4
+        c = torch.softmax(b, dim=1)  # line 4: c_i <- softmax(b_i) over the parents j (Eq. 3)
+        s = torch.matmul(c.unsqueeze(2), u_r).squeeze(2)  # line 5: s_j <- sum_i c_ij u_hat_{j|i} (Eq. 2)
+        v = squash(s, dim=-1)  # line 6: v_j <- squash(s_j) (Eq. 1)
         if trace is not None:
             trace.couplings.append(c.detach().transpose(1, 2))
             trace.outputs.append(v.detach())
-        if not last or trace is not None:
-            # line 7: b_ij += u_hat_{j|i} . v_j, as (n_in x d) @ (d x 1) per (example, j)
-            agreement = torch.matmul(u_r, v.unsqueeze(-1)).squeeze(-1)  # (batch, n_out, n_in)
-            b = b + agreement
-        if last and trace is not None:
-            trace.logits.append(b.detach().transpose(1, 2))
-    return v, c
-
-
-def _block_diag(x: torch.Tensor, n_out: int) -> torch.Tensor:
-    """``(batch, n_out, k, m)`` -> block-diagonal ``(batch, n_out * k, n_out * m)``: block j is ``x[:, j]``."""
-    eye = torch.eye(n_out, dtype=x.dtype, device=x.device).view(1, n_out, 1, n_out, 1)
-    batch, _, k, m = x.shape
-    return (x.unsqueeze(3) * eye).reshape(batch, n_out * k, n_out * m)
-
-
-def _diag_blocks(full: torch.Tensor, n_out: int) -> torch.Tensor:
-    """``(batch, n_out, n_out * d)`` -> its diagonal blocks ``(batch, n_out, d)``."""
-    batch = full.shape[0]
-    return full.view(batch, n_out, n_out, -1).diagonal(dim1=1, dim2=2).transpose(1, 2)
-
-
-class _RoutingNatural(torch.autograd.Function):
-    """Procedure 1 on ``u_hat`` in its own ``(batch, n_in, n_out, d)`` layout, never copied.
-
-    Each example's predictions are one ``n_in x (n_out * d)`` matrix ``U`` (any strides with
-    ``(n_out, d)`` contiguous, e.g. the view :meth:`DigitCaps.predictions` returns). Every
-    contraction of the loop becomes one GEMM per example against a small block-diagonal
-    matrix: eq. 3 is ``c^T U`` (keep the diagonal blocks), the agreement is ``U diag(v)``, and
-    the gradient of ``U`` is ``[c_k, R_k] @ blockdiag([ds_k, v_k])``. The zero blocks cost
-    ``n_out`` times the minimal multiply-adds, but GEMMs run near peak speed while the
-    matrix-vector alternatives are limited by memory bandwidth, and no ``u_hat``-sized copy or
-    temporary is made.
-
-    Backward: the gradient of ``u_hat`` is a sum of ``2r - 1`` outer products, ``c_k (x) ds_k``
-    (eq. 3 of iteration k) and ``R_k (x) v_k`` (the agreements, where ``R_k`` accumulates the
-    softmax-backward of the later iterations), evaluated together in one GEMM; ``v_k`` is
-    recomputed from ``s_k``. ``through_all=False`` (``gradient="last"``) keeps only the first term
-    of the last iteration. Checked against autograd with ``gradcheck`` (``tests/test_fast.py``).
-    """
-
-    @staticmethod
-    def forward(ctx, u: torch.Tensor, iterations: int, through_all: bool):
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            batch, n_in, n_out, d = u.shape
-            mat = u.flatten(2)  # (batch, n_in, n_out * d), a view
-            b = None  # logits and couplings are kept as (batch, n_out, n_in)
-            cs, ss = [], []
-            for r in range(iterations):
-                if b is None:
-                    c = u.new_full((batch, n_out, n_in), 1.0 / n_out)
-                    s = mat.sum(dim=1).view(batch, n_out, d) / n_out  # eq. 3 with c = 1 / n_out
-                else:
-                    c = torch.softmax(b, dim=1)  # eq. 1, softmax over the parents j
-                    s = _diag_blocks(torch.matmul(c, mat), n_out)  # eq. 3, (batch, n_out, d)
-                v = squash(s, dim=-1)  # eq. 4
-                cs.append(c)
-                ss.append(s)
-                if r < iterations - 1:
-                    # line 7, as blockdiag(v)^T U^T: (n_out x n_out*d) @ (n_out*d x n_in) per example
-                    agreement = torch.matmul(_block_diag(v.unsqueeze(2), n_out), mat.transpose(1, 2))
-                    b = agreement if b is None else b + agreement
-        ctx.iterations, ctx.through_all = iterations, through_all
-        ctx.save_for_backward(u, *cs, *ss)
-        ctx.mark_non_differentiable(c)
-        return v, c
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_v: torch.Tensor, _grad_c: Optional[torch.Tensor]):
-        saved = ctx.saved_tensors
-        r = ctx.iterations
-        u, cs, ss = saved[0], saved[1:1 + r], saved[1 + r:]
-        if grad_v is None:
-            return None, None, None
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            batch, n_in, n_out, d = u.shape
-            mat = u.flatten(2)
-            grad_v = grad_v.to(u.dtype)
-            left, right = [], []  # grad_u[b, i, j] = sum_k left_k[b, j, i] * right_k[b, j]
-            running = None
-            for k in range(r - 1, -1, -1):
-                grad_s = squash_vjp(ss[k], grad_v)  # (batch, n_out, d), eq. 4 backwards
-                left.append(cs[k])
-                right.append(grad_s)
-                if k == 0 or not ctx.through_all:
-                    break
-                c = cs[k]
-                grad_c = torch.matmul(_block_diag(grad_s.unsqueeze(2), n_out), mat.transpose(1, 2))  # (batch, n_out, n_in)
-                grad_b = c * (grad_c - (c * grad_c).sum(dim=1, keepdim=True))  # softmax over j
-                running = grad_b if running is None else running + grad_b
-                left.append(running)
-                right.append(squash(ss[k - 1], dim=-1))  # v_{k-1}, recomputed
-                grad_v = _diag_blocks(torch.matmul(running, mat), n_out)  # (batch, n_out, d)
-            # rows ordered (k, j): stacking along a leading dim is a plain copy, and the GEMM reads
-            # the (batch, n_in, K * n_out) left factor as a transposed view instead of a scattered copy
-            lhs = torch.cat(left, dim=1).transpose(1, 2)  # (batch, n_in, K * n_out)
-            rhs = torch.cat([_block_diag(r_k.unsqueeze(2), n_out) for r_k in right], dim=1)  # (batch, K * n_out, n_out * d)
-            grad_u = torch.matmul(lhs, rhs).view(batch, n_in, n_out, d)
-        return grad_u, None, None
-
-
-#: above this many output capsules the block-diagonal GEMMs waste too much work; use the autograd loop
-NATURAL_LAYOUT_MAX_OUT = 32
-
-
-def _route_fast(u_hat: torch.Tensor, iterations: int, gradient: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Same result as :func:`_route` (no trace), through :class:`_RoutingNatural` when it pays."""
-    if u_hat.dtype in (torch.float16, torch.bfloat16):
-        u_hat = u_hat.float()
-    if iterations == 1:
-        # no routing: c_ij = 1 / n_out, so s_j is a plain sum (no copy, and its gradient is a broadcast)
-        n_out = u_hat.shape[2]
-        v = squash(u_hat.sum(dim=1) / n_out, dim=-1)
-        c = u_hat.new_full((u_hat.shape[0], n_out, u_hat.shape[1]), 1.0 / n_out)
-        return v, c
-    if u_hat.shape[2] <= NATURAL_LAYOUT_MAX_OUT:
-        if u_hat.stride(-1) != 1 or u_hat.stride(-2) != u_hat.shape[-1]:
-            u_hat = u_hat.contiguous()
-        return _RoutingNatural.apply(u_hat, iterations, gradient == "all")
-    return _route(u_hat, iterations, gradient)
+        if not last or trace is not None:  # the last update cannot change v: only traces need it
+            b = b + torch.matmul(u_r, v.unsqueeze(-1)).squeeze(-1)  # line 7: b_ij <- b_ij + u_hat_{j|i} . v_j
+    if trace is not None:
+        trace.logits.append(b.detach().transpose(1, 2))
+    return v, c  # line 8: return v_j
 
 
 def dynamic_routing(
@@ -243,22 +135,28 @@ def dynamic_routing(
     return_couplings: bool = False,
     gradient: str = "all",
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-    """Route predictions ``u_hat`` to output capsules by agreement (Procedure 1).
+    """Route predictions ``u_hat`` to output capsules by agreement (Procedure 1, Eqs. 1-3).
 
     Args:
-        u_hat: prediction vectors ``u_hat_{j|i}`` of shape ``(batch, n_in, n_out, d_out)``.
+        u_hat: prediction vectors ``u_hat_{j|i}`` (Eq. 2), floating point, of shape
+            ``(batch, n_in, n_out, d_out)`` with no empty dimension.
         iterations: number of routing iterations r (>= 1). ``r = 1`` means uniform couplings
             (``c_ij = 1 / n_out``), i.e. no routing at all.
         return_couplings: also return the couplings ``c`` of the final iteration, shape
             ``(batch, n_in, n_out)``, the ones that produced ``v``.
         gradient: ``"all"`` (default, as in the authors' official code) back-propagates through
             every iteration, including the way ``b`` depends on ``u_hat``; ``"last"`` treats the
-            couplings as constants and back-propagates only through the final eq. 3 (as many
+            couplings as constants and back-propagates only through the final Eq. 2 (as many
             reimplementations do; cheaper, slightly different gradients).
 
     Returns:
         ``v`` of shape ``(batch, n_out, d_out)``, and ``c`` if ``return_couplings``. The result
-        has ``u_hat``'s dtype, except that half-precision input is routed (and returned) in float32.
+        has ``u_hat``'s dtype (float32 or float64), except that float16/bfloat16 input is routed
+        (and returned) in float32.
+
+    Raises:
+        ValueError: ``u_hat`` is not a 4-D floating-point tensor, or has an empty dimension (e.g.
+            a batch of 0); ``iterations`` or ``gradient`` are invalid.
     """
     _check_u_hat(u_hat)
     check_iterations(iterations)
@@ -266,8 +164,10 @@ def dynamic_routing(
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     if return_couplings and torch.is_grad_enabled() and u_hat.requires_grad:
         v, c = _route(u_hat, iterations, gradient)  # the couplings get gradients too
+    elif iterations == 1 or u_hat.shape[2] <= FAST_PATH_MAX_OUT:
+        v, c = route_fast(u_hat, iterations, gradient)
     else:
-        v, c = _route_fast(u_hat, iterations, gradient)
+        v, c = _route(u_hat, iterations, gradient)  # many parents: the fast path's GEMMs would waste work
     if return_couplings:
         return v, c.transpose(1, 2)
     return v

@@ -1,74 +1,82 @@
-"""Training and evaluation: Adam with the paper's exponential learning-rate decay, progress bars,
-per-epoch history, atomic checkpoints and exact resume.
+"""The training loop: Adam with the paper's exponential learning-rate decay, progress bars, per-epoch
+history, atomic checkpoints, and resume that ends bit-identical to an uninterrupted run.
 
-Two levels:
+Two levels, one loop:
 
-* :func:`train_epoch` / :func:`evaluate` work on any model and any iterable of ``(images, labels)``
-  batches; the book uses them for short demonstrations.
-* :func:`fit` runs a whole configured experiment (:class:`TrainConfig`) with data loading,
-  checkpoints in ``output/`` and resume; the CLI (``capsedu train``) is a thin wrapper around it.
+* :func:`train_epoch` / :func:`evaluate` work on any model, any objective (:mod:`capsedu.objectives`)
+  and any iterable of ``(images, targets)`` batches; the book's short comparison runs use them.
+* :func:`fit` runs a whole configured experiment (:class:`TrainConfig`): data, model, checkpoints in
+  ``output/``, resume; ``capsedu train`` is a thin wrapper around it.
+
+The heart of :func:`train_epoch`, without the bookkeeping::
+
+    for images, targets in batches:
+        result = objective(model, images, targets)   # forward pass and loss (e.g. Eq. 4 + reconstruction)
+        optimizer.zero_grad()
+        result.loss.backward()
+        optimizer.step()                             # Adam
+        scheduler.step()                             # lr * 0.96 ** (step / 2000)
+
+Interruptions: Ctrl-C or SIGTERM is deferred to the end of the current step (or test batch), where
+a checkpoint is written (:mod:`capsedu.interrupts`), so ``--resume`` continues exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ._io import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .distributed import DistContext, unwrap
 from .fast import autocast, optimize, resolve_amp
-from .losses import capsule_loss
-from .models import BaselineCNN, CapsNet, CapsNetOutput
+from .interrupts import DeferredInterrupt, SafeStop
+from .models import MODELS, PRESETS, model_record
+from .objectives import OBJECTIVES, Objective, default_objective, make_objective
+from .routing import GRADIENT_MODES
+from .run_directory import CHECKPOINT_NAME, HISTORY_NAME, RunDirectory, RunDirectoryError
 
 __all__ = [
     "TrainConfig", "FitResult", "fit", "train_epoch", "evaluate", "select_device", "make_optimizer",
-    "default_loss", "predict", "load_optimizer_state", "CHECKPOINT_NAME",
+    "load_optimizer_state", "EpochTotals", "StepRecord", "CHECKPOINT_NAME", "HISTORY_NAME",
+    "RESUME_ADJUSTABLE",
 ]
 
-CHECKPOINT_NAME = "last.pt"
-HISTORY_NAME = "history.json"
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to ``torch.device``."""
+def select_device(name: Any = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` as named."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {name!r} requested but MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise ValueError(f"device type {device.type!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
-
-
-def predict(output: Any) -> torch.Tensor:
-    """Predicted classes: the longest digit capsule for a CapsNet, the largest logit otherwise."""
-    scores = output.lengths if isinstance(output, CapsNetOutput) else output
-    return scores.argmax(dim=1)
-
-
-def default_loss(model: nn.Module) -> Callable:
-    """``capsule_loss`` for a CapsNet, cross-entropy for anything that returns logits."""
-    if isinstance(unwrap(model), CapsNet):
-        return lambda out, images, labels: capsule_loss(out, images, labels)
-    return lambda out, images, labels: F.cross_entropy(out, labels)
-
-
-def _forward(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor]):
-    # CapsNets take labels to mask the decoder during training; other models only see images.
-    inner = unwrap(model)  # a DistributedDataParallel wrapper passes the labels on
-    if isinstance(inner, CapsNet) or getattr(inner, "takes_labels", False):
-        return model(images, labels)
-    return model(images)
 
 
 def make_optimizer(model: nn.Module, lr: float = 1e-3, lr_decay: float = 0.96, decay_steps: int = 2000):
@@ -111,133 +119,208 @@ def _host_sync_every(device: Optional[torch.device]) -> int:
     return 1 if device is None or device.type == "cpu" else 25
 
 
+@dataclass
+class EpochTotals:
+    """Running sums of one epoch's training metrics; saved in mid-epoch checkpoints so that a resumed
+    epoch reports the statistics of all its batches, not only of those after the resume.
+
+    On an accelerator the newest sums wait on the device (:meth:`add`) and reach the host fields in
+    :meth:`flush`, which the loop calls every few steps and :meth:`state` calls before a checkpoint.
+    """
+
+    loss_sum: float = 0.0    # sum over examples of the batch-mean loss x batch size
+    correct: int = 0
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    _pending: Optional[Tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False, compare=False)
+
+    _SAVED = ("loss_sum", "correct", "examples", "steps", "seconds")
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        """Add a batch: its mean ``loss`` and ``correct`` count (0-dim tensors, left on their device)."""
+        if self._pending is None:
+            self._pending = (torch.zeros((), dtype=torch.float64, device=loss.device),
+                             torch.zeros((), dtype=torch.long, device=loss.device))
+        self._pending[0].add_(loss.detach().double() * n)
+        self._pending[1].add_(correct)
+        self.examples += n
+
+    def flush(self) -> None:
+        """Move the device-side sums to the host fields (waits for the device)."""
+        if self._pending is not None:
+            self.loss_sum += float(self._pending[0])
+            self.correct += int(self._pending[1])
+            self._pending[0].zero_()
+            self._pending[1].zero_()
+
+    def state(self) -> Dict[str, Any]:
+        self.flush()
+        return {name: getattr(self, name) for name in self._SAVED}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "EpochTotals":
+        return cls(**{name: state[name] for name in cls._SAVED})
+
+    def metrics(self) -> Dict[str, float]:
+        n = max(self.examples, 1)
+        return {"loss": self.loss_sum / n, "accuracy": self.correct / n, "examples": self.examples}
+
+
+class StepRecord(NamedTuple):
+    """What ``on_step`` receives after every optimizer step (tensors detached, still on the device)."""
+
+    step: int                          # index within this call's batches
+    loss: torch.Tensor                 # 0-dim
+    correct: torch.Tensor              # 0-dim int64
+    examples: int
+    parts: Dict[str, torch.Tensor]     # the objective's named loss terms
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
     scheduler: Optional[Any] = None,
-    loss_fn: Optional[Callable] = None,
+    objective: Optional[Objective] = None,
     *,
     progress: bool = True,
     description: str = "train",
     total: Optional[int] = None,
-    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
+    on_step: Optional[Callable[[StepRecord], None]] = None,
     amp: bool = False,
     dist: Optional[DistContext] = None,
+    totals: Optional[EpochTotals] = None,
+    safe_point: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
     """One pass over ``batches``; returns mean loss and accuracy on the (augmented) training batches.
 
-    ``on_step(step, loss)``: called after every optimizer step with the step's loss as a detached
-    0-dim tensor (``float(loss)`` for a number; on a GPU that waits for the step to finish).
-    ``amp``: run forward and loss under bf16 autocast (CUDA only; see :func:`capsedu.fast.autocast`).
-    ``dist``: in a data-parallel run (``model`` wrapped in DDP), each rank trains on its slice of
-    every batch and the returned metrics are summed over the ranks (:mod:`capsedu.distributed`).
+    Args:
+        objective: what to minimise (default: :func:`capsedu.objectives.default_objective`).
+        on_step: called after every optimizer step with a :class:`StepRecord`.
+        amp: forward and loss under bf16 autocast (CUDA only; see :func:`capsedu.fast.autocast`).
+        dist: in a data-parallel run (``model`` wrapped in DDP) each rank trains on its slice of every
+            batch and the metrics are summed over the ranks (:mod:`capsedu.distributed`).
+        totals: running sums to continue (a resumed epoch) and to update in place, so a caller that
+            catches an interruption knows the statistics so far.
+        safe_point: called after every complete step (after ``on_step``); may raise to stop there.
 
-    A non-finite loss raises :class:`FloatingPointError`: at once on the CPU, within 25 steps on a
-    GPU (where the totals are read back only that often, so the GPU never waits for the host).
+    A non-finite loss raises :class:`FloatingPointError` before it reaches the weights on the CPU, and
+    within 25 steps on a GPU (where totals are read back only that often, so the GPU never waits).
     """
-    loss_fn = loss_fn or default_loss(model)
+    objective = objective or default_objective(model)
+    totals = totals if totals is not None else EpochTotals()
     model.train()
-    loss_sum: Any = 0.0
-    correct: Any = 0
-    seen, checked_up_to = 0, 0
-    device: Optional[torch.device] = None
+    checked_up_to = 0
     every = 1
+    device: Optional[torch.device] = None
     bar = tqdm(batches, desc=description, total=total, disable=not progress, leave=False, dynamic_ncols=True)
+    last = time.perf_counter()
 
-    def read_totals(step: int) -> Tuple[float, int]:
+    def sync(step: int) -> None:
         nonlocal checked_up_to
-        loss_total = float(loss_sum)
-        if not math.isfinite(loss_total):
+        totals.flush()
+        if not math.isfinite(totals.loss_sum):
             where = f"step {step}" if step == checked_up_to else f"one of steps {checked_up_to}-{step}"
-            raise FloatingPointError(f"training loss became {loss_total} at {where}; lower the learning rate")
+            raise FloatingPointError(f"training loss became {totals.loss_sum} at {where}; lower the learning rate")
         checked_up_to = step + 1
-        return loss_total, int(correct)
 
     step = -1
-    for step, (images, labels) in enumerate(bar):
+    for step, (images, targets) in enumerate(bar):
         scale = 1.0
         if dist is not None and dist.enabled:
-            images, labels, scale = dist.shard(images, labels)
+            images, targets, scale = dist.shard(images, targets)
         if device is None:
             device = images.device
             every = _host_sync_every(device)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
         with autocast(device, enabled=amp):
-            out = _forward(model, images, labels)
-            loss = loss_fn(out, images, labels)
-        n = labels.shape[0] if scale != 0.0 else 0
+            result = objective(model, images, targets)
+        n = targets.shape[0] if scale != 0.0 else 0
+        loss = result.loss
         if n:
-            loss_sum += loss.detach().double() * n
-            correct += (predict(out) == labels).sum()
-            seen += n
+            totals.add(loss, result.correct, n)
         if (step + 1) % every == 0:  # before backward: on the CPU a bad loss never reaches the weights
-            loss_total, n_correct = read_totals(step)
-            if progress and seen and (every > 1 or step % 10 == 0):
-                bar.set_postfix(loss=f"{loss_total / seen:.4f}", acc=f"{n_correct / seen:.4f}")
+            sync(step)
+            if progress and totals.examples and (every > 1 or step % 10 == 0):
+                m = totals.metrics()
+                bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.4f}")
         optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        totals.steps += 1
+        now = time.perf_counter()
+        totals.seconds += now - last
+        last = now
         if on_step is not None:
-            on_step(step, loss.detach())
-    loss_total, n_correct = read_totals(step) if device is not None else (0.0, 0)
+            on_step(StepRecord(step, loss.detach(), result.correct, n, result.parts))
+        if safe_point is not None:
+            safe_point()
+    if device is not None and checked_up_to <= step:
+        sync(step)
+    metrics = totals.metrics()
     if dist is not None and dist.enabled:
-        loss_total, n_correct, seen = dist.all_sum([loss_total, n_correct, seen], device or torch.device("cpu"))
-    return {"loss": loss_total / max(seen, 1), "accuracy": n_correct / max(seen, 1), "examples": int(seen)}
+        device = device or torch.device("cpu")
+        loss_total, n_correct, seen = dist.all_sum([totals.loss_sum, totals.correct, totals.examples], device)
+        metrics = {"loss": loss_total / max(seen, 1), "accuracy": n_correct / max(seen, 1), "examples": int(seen)}
+    return metrics
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable[Batch],
-    loss_fn: Optional[Callable] = None,
+    objective: Optional[Objective] = None,
     *,
     progress: bool = False,
     description: str = "test",
     amp: bool = False,
     dist: Optional[DistContext] = None,
+    safe_point: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
-    """Accuracy, error and mean loss over ``batches`` (eval mode: no dropout, decoder masked by prediction).
-
-    ``dist``: each rank evaluates its slice of every batch and the totals are summed over the ranks.
-    """
+    """Accuracy, error and mean loss over ``batches`` in eval mode (no dropout; a CapsNet's decoder
+    reconstructs its longest capsule, as at test time). ``safe_point`` is called between batches."""
     model = unwrap(model)
-    loss_fn = loss_fn or default_loss(model)
+    objective = objective or default_objective(model)
     was_training = model.training
     model.eval()
     loss_sum: Any = 0.0
     correct: Any = 0
     seen = 0
     device = None
-    for images, labels in tqdm(batches, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
-        if dist is not None and dist.enabled:
-            images, labels, scale = dist.shard(images, labels)
-            if scale == 0.0:
-                continue
-        device = images.device
-        with autocast(device, enabled=amp):
-            out = model(images)  # no labels: the decoder sees the longest capsule, as at test time
-            loss_sum = loss_sum + loss_fn(out, images, labels).detach().double() * labels.shape[0]
-        correct = correct + (predict(out) == labels).sum()  # totals stay on the device until the end
-        seen += labels.shape[0]
-    model.train(was_training)
+    try:
+        for images, targets in tqdm(batches, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
+            if dist is not None and dist.enabled:
+                images, targets, scale = dist.shard(images, targets)
+                if scale == 0.0:
+                    continue
+            device = images.device
+            with autocast(device, enabled=amp):
+                result = objective(model, images, targets)
+            loss_sum = loss_sum + result.loss.double() * targets.shape[0]  # stays on the device until the end
+            correct = correct + result.correct
+            seen += targets.shape[0]
+            if safe_point is not None:
+                safe_point()
+    finally:
+        model.train(was_training)
     loss_total, n_correct = float(loss_sum), int(correct)
     if dist is not None and dist.enabled:
         loss_total, n_correct, seen = dist.all_sum([loss_total, n_correct, seen], device or torch.device("cpu"))
     if seen == 0:
         raise ValueError("evaluate() got no batches")
-    return {"loss": loss_total / seen, "accuracy": n_correct / seen, "error": 1.0 - n_correct / seen}
+    return {"loss": loss_total / seen, "accuracy": n_correct / seen, "error": 1.0 - n_correct / seen,
+            "examples": int(seen)}
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in its checkpoints)."""
 
-    model: str = "capsnet"               # "capsnet" or "baseline"
+    model: str = "capsnet"               # a name in capsedu.models.MODELS: "capsnet" or "baseline"
     preset: str = "small"                # CapsNet preset: "small" (CPU) or "paper"
+    dataset: str = "mnist"               # a name in capsedu.data.DATASETS
     epochs: int = 1
     batch_size: int = 128
     lr: float = 1e-3
@@ -245,16 +328,18 @@ class TrainConfig:
     decay_steps: int = 2000
     routing_iterations: int = 3
     routing_gradient: str = "all"
-    reconstruction: bool = True
+    reconstruction: bool = True          # CapsNet with the decoder
+    loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline) or a name
+    reconstruction_weight: float = 0.0005  # section 4.1; used by the margin loss when there is a decoder
     augment_shift: int = 2               # paper: random shifts of up to 2 pixels
     seed: int = 0
     device: str = "auto"
-    data: Optional[str] = None           # MNIST root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
-    subset: Optional[bool] = None        # True: shipped subset; None: full MNIST, subset if unavailable
-    train_limit: Optional[int] = None    # use only the first N training / test digits
+    data: Optional[str] = None           # data root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
+    subset: Optional[bool] = None        # True: shipped subset; None: full data, subset if unavailable
+    train_limit: Optional[int] = None    # use only the first N training / test examples
     test_limit: Optional[int] = None
     eval_batch_size: int = 500
-    checkpoint_every: int = 0            # also checkpoint every N steps (0: only at epoch ends)
+    checkpoint_every: int = 0            # also checkpoint every N steps (0: at epoch ends only)
     output: str = "runs/capsnet"
     # speed options (capsedu.fast): True, False or "auto"
     compile: Any = "auto"                # torch.compile, eager fallback with a warning (auto: CUDA only)
@@ -262,26 +347,86 @@ class TrainConfig:
     channels_last: Any = "auto"          # NHWC convolutions (auto: on)
 
     def validate(self) -> "TrainConfig":
-        if self.model not in ("capsnet", "baseline"):
-            raise ValueError(f"model must be 'capsnet' or 'baseline', got {self.model!r}")
+        """Check every setting; one ``ValueError`` naming the first bad one."""
+        from .data import DATASETS
+
+        def choice(name: str, options) -> None:
+            if getattr(self, name) not in options:
+                raise ValueError(f"{_flag(name)} must be one of {sorted(options)}, got {getattr(self, name)!r}")
+
+        choice("model", MODELS)
+        choice("preset", PRESETS)
+        choice("dataset", DATASETS)
+        choice("routing_gradient", GRADIENT_MODES)
+        choice("loss", ["auto", *OBJECTIVES])
         for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "routing_iterations"):
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("augment_shift", "checkpoint_every"):
+            _check_int(name, getattr(self, name), low=0)
+        for name in ("train_limit", "test_limit"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        _check_int("seed", self.seed, low=0, high=2 ** 63 - 1)
+        for name in ("lr", "lr_decay", "reconstruction_weight"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
-            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
-        if self.augment_shift < 0 or self.checkpoint_every < 0:
-            raise ValueError("augment_shift and checkpoint_every must be >= 0")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{_flag(name)} must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+        if self.reconstruction_weight < 0:
+            raise ValueError(f"--reconstruction-weight must be >= 0, got {self.reconstruction_weight}")
+        if self.model == "baseline" and self.loss == "margin":
+            raise ValueError("the baseline CNN returns logits: train it with --loss cross-entropy (or auto)")
         for name in ("compile", "amp", "channels_last"):
             if getattr(self, name) not in (True, False, "auto"):
                 raise ValueError(f"{name} must be True, False or 'auto', got {getattr(self, name)!r}")
+        for name in ("reconstruction",):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.subset not in (None, True, False):
+            raise ValueError(f"subset must be None, True or False, got {self.subset!r}")
         return self
 
-    def build_model(self) -> nn.Module:
-        if self.model == "baseline":
-            return BaselineCNN()
-        return CapsNet(self.preset, routing_iterations=self.routing_iterations,
-                       routing_gradient=self.routing_gradient, reconstruction=self.reconstruction)
+    def build_model(self, image_shape: Tuple[int, int, int] = (1, 28, 28), n_classes: int = 10) -> nn.Module:
+        """The configured model (through the registry ``capsedu.models.MODELS``) for images of ``image_shape``."""
+        c, h, w = image_shape
+        if h != w:
+            raise ValueError(f"{self.model} needs square images, the data has {h}x{w}")
+        sizes = dict(in_channels=c, image_size=h, n_classes=n_classes)
+        if self.model == "capsnet":
+            return MODELS["capsnet"](self.preset, routing_iterations=self.routing_iterations,
+                                     routing_gradient=self.routing_gradient, reconstruction=self.reconstruction,
+                                     **sizes)
+        return MODELS[self.model](**sizes)
+
+    def build_objective(self) -> Objective:
+        """The configured loss (``"auto"``: the paper's for the model)."""
+        if self.loss == "auto":
+            return make_objective("margin", reconstruction_weight=self.reconstruction_weight) \
+                if self.model == "capsnet" else make_objective("cross-entropy")
+        if self.loss == "margin":
+            return make_objective("margin", reconstruction_weight=self.reconstruction_weight)
+        return make_objective(self.loss)
+
+
+#: Settings a resumed run may change: how long, where, on what hardware, how often to save, how to
+#: test. Everything else defines the training and must match the checkpoint.
+RESUME_ADJUSTABLE = ("epochs", "output", "device", "data", "subset", "checkpoint_every", "eval_batch_size",
+                     "test_limit", "compile", "amp", "channels_last")
+
+_FLAG_NAMES = {"reconstruction": "--no-reconstruction", "subset": "--subset"}
+
+
+def _flag(name: str) -> str:
+    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{_flag(name)} must be an integer {bound}, got {value!r}")
 
 
 @dataclass
@@ -294,82 +439,155 @@ class FitResult:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def _model_record(model: nn.Module) -> Tuple[str, Dict[str, Any]]:
-    if isinstance(model, CapsNet):
-        return "CapsNet", model.config.to_dict()
-    if isinstance(model, BaselineCNN):
-        return "BaselineCNN", {}
-    raise ValueError(f"cannot checkpoint a {type(model).__name__}")
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor, dataset: str, source: str) -> Dict[str, Any]:
+    """What a run trained on: the data set, where it came from, how many examples and a SHA-256 of them."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"dataset": dataset, "source": source, "examples": int(labels.shape[0]), "sha256": h.hexdigest()[:16]}
 
 
-def _write_history(history: List[Dict[str, float]], path: Path) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(history, indent=1).encode()))
+def _describe_data(fp: Dict[str, Any]) -> str:
+    return f"{fp.get('source', '?')} {fp.get('dataset', '?')} ({fp.get('examples', '?')} training examples, sha256 {fp.get('sha256', '?')})"
 
 
-def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, progress: bool = True,
-        log: Callable[[str], None] = print) -> FitResult:
-    """Train ``config`` to the end, writing ``output/last.pt`` after every epoch (and every
-    ``checkpoint_every`` steps, and on Ctrl-C); ``resume`` continues from such a checkpoint at the
-    exact batch where it stopped, with the same data order and augmentation."""
+_RESUME_KEYS = ("train_config", "optimizer_state", "scheduler_state", "epoch", "step_in_epoch", "history",
+                "generator_state", "torch_rng_state")
+
+
+def read_resumable(path: os.PathLike) -> Tuple[Dict[str, Any], "TrainConfig"]:
+    state = load_checkpoint(path)
+    if "train_config" not in state or "optimizer_state" not in state:
+        raise CheckpointError(f"{path} holds weights only, not a resumable training run")
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} cannot be resumed: it lacks {missing}")
+    saved = state["train_config"]
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise CheckpointError(f"checkpoint {path} has unknown training settings {unknown} "
+                              f"(written by another version of capsedu?)")
+    try:
+        config = TrainConfig(**saved).validate()
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} holds an invalid training setting: {exc}") from None
+    return state, config
+
+
+def resume_differences(saved: TrainConfig, requested: TrainConfig) -> Tuple[List[str], List[str]]:
+    """``(refused, honoured)``: one line per setting where ``requested`` differs from the checkpoint's."""
+    refused, honoured = [], []
+    for f in fields(TrainConfig):
+        old, new = getattr(saved, f.name), getattr(requested, f.name)
+        if old == new:
+            continue
+        line = f"{_flag(f.name)} {new!r} (checkpoint: {old!r})"
+        (honoured if f.name in RESUME_ADJUSTABLE else refused).append(line)
+    return refused, honoured
+
+
+def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, overwrite: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print) -> FitResult:
+    """Train ``config`` to the end, writing ``output/last.pt`` after every epoch, every
+    ``checkpoint_every`` steps and on Ctrl-C/SIGTERM (at the end of the current step).
+
+    ``resume`` continues such a checkpoint at the exact batch where it stopped, with the same data
+    order and augmentation; settings that define the training must equal the checkpoint's
+    (:data:`RESUME_ADJUSTABLE` may differ and are reported), and so must the training data.
+    Without ``resume``, an ``output`` that already holds a run is refused unless ``overwrite``.
+    """
     from . import distributed
 
+    config.validate()
     ctx, dist_device = distributed.setup(config.device)
+    run_dir = RunDirectory(config.output)
     try:
-        return _fit(config, resume, progress, log, ctx, dist_device)
+        if ctx.is_main:  # rank 0 alone writes files, so it alone holds the lock
+            run_dir.acquire()
+        with DeferredInterrupt(notify=log if ctx.is_main else (lambda _s: None)) as interrupt:
+            return _fit(config, resume, overwrite, progress, log, ctx, dist_device, run_dir, interrupt)
     finally:
+        run_dir.release()
         distributed.cleanup(ctx)
 
 
-def _fit(config: TrainConfig, resume: Optional[os.PathLike], progress: bool, log: Callable[[str], None],
-         ctx: DistContext, dist_device: Optional[torch.device]) -> FitResult:
-    from .data import Batches, load_mnist  # data imports torchvision; keep `import capsedu.train` light
+def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, progress: bool,
+         log: Callable[[str], None], ctx: DistContext, dist_device: Optional[torch.device],
+         run_dir: RunDirectory, interrupt: DeferredInterrupt) -> FitResult:
+    from .data import Batches, RandomShift, load_split  # data imports torchvision; keep `import capsedu.train` light
     from .distributed import wrap_model
 
-    if not ctx.is_main:  # rank 0 alone logs, shows progress and writes files
+    if not ctx.is_main:
         progress = False
         log = lambda *_args, **_kw: None  # noqa: E731
     state = None
     if resume is not None:
-        state = load_checkpoint(resume)
-        if "train_config" not in state or "optimizer_state" not in state:
-            raise CheckpointError(f"{resume} holds weights only, not a resumable training run")
-        saved = TrainConfig(**state["train_config"])
-        # a resumed run keeps its recipe; only the length and where to write may change
-        saved.epochs, saved.output = config.epochs, config.output
-        saved.compile, saved.amp, saved.channels_last = config.compile, config.amp, config.channels_last
-        config = saved
-    config.validate()
+        state, saved = read_resumable(resume)
+        refused, honoured = resume_differences(saved, config)
+        if refused:
+            raise ValueError(f"cannot resume {resume} with different training settings: {'; '.join(refused)}. "
+                             f"Drop those flags to continue the run as it was, or start a new run in another --output")
+        for line in honoured:
+            log(f"resume: using {line}")
+    elif run_dir.checkpoint.exists() and not overwrite:
+        raise RunDirectoryError(f"{run_dir.path} already holds a run ({run_dir.checkpoint}); continue it with "
+                                f"--resume, start over with --overwrite, or choose another --output")
     device = dist_device or select_device(config.device)
-    torch.manual_seed(config.seed)
-    out_dir = Path(config.output)
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT_NAME
 
-    train_split = load_mnist("train", root=config.data, subset=config.subset)
-    test_split = load_mnist("test", root=config.data, subset=config.subset)
+    train_split = load_split(config.dataset, "train", root=config.data, subset=config.subset)
+    test_split = load_split(config.dataset, "test", root=config.data, subset=config.subset)
+    limit = config.train_limit
+    used_images = train_split.images[:limit] if limit else train_split.images
+    used_labels = train_split.labels[:limit] if limit else train_split.labels
+    fingerprint = data_fingerprint(used_images, used_labels, config.dataset, train_split.source)
+    if state is not None:
+        old = state.get("data")
+        if old is None:
+            log(f"resume: {resume} does not record its training data; continuing on {_describe_data(fingerprint)}")
+        elif old != fingerprint:
+            raise ValueError(f"cannot resume {resume} on different data: it was trained on {_describe_data(old)}, "
+                             f"this run would use {_describe_data(fingerprint)}")
+
+    torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    train_batches = Batches(train_split, config.batch_size, shuffle=True, augment_shift=config.augment_shift,
+    augment = RandomShift(config.augment_shift) if config.augment_shift else None
+    train_batches = Batches(train_split, config.batch_size, shuffle=True, augment=augment,
                             device=device, generator=generator, limit=config.train_limit)
     test_batches = Batches(test_split, config.eval_batch_size, device=device, limit=config.test_limit)
 
-    model = config.build_model().to(device)
+    model = config.build_model(tuple(train_split.images.shape[1:]), train_split.n_classes).to(device)
     optimize(model, compile=config.compile, channels_last=config.channels_last)
     amp = resolve_amp(config.amp, device)
+    objective = config.build_objective()
     optimizer, scheduler = make_optimizer(model, config.lr, config.lr_decay, config.decay_steps)
     history: List[Dict[str, float]] = []
     epoch, start_batch = 0, 0
+    totals = EpochTotals()
     if state is not None:
         load_state(model, state["model_state"], f"checkpoint {resume}")
         load_optimizer_state(optimizer, state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler_state"])
         history = list(state["history"])
         epoch, start_batch = int(state["epoch"]), int(state["step_in_epoch"])
+        if start_batch > len(train_batches):
+            raise CheckpointError(f"checkpoint {resume} stopped at batch {start_batch}, but an epoch has only "
+                                  f"{len(train_batches)} batches")
+        if "epoch_totals" in state:
+            totals = EpochTotals.from_state(state["epoch_totals"])
+        elif start_batch:
+            log("resume: the checkpoint has no running totals; this epoch's training statistics cover "
+                "only the batches after the resume")
         generator.set_state(state["generator_state"])
         torch.set_rng_state(state["torch_rng_state"])
-        log(f"resuming {resume} at epoch {epoch + 1}, batch {start_batch} of {len(train_batches)}")
+        if "cuda_rng_state" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(state["cuda_rng_state"]))
+        if epoch >= config.epochs:
+            raise ValueError(f"nothing to do: {resume} already holds {epoch} epochs; ask for more with --epochs")
+        where = "its test pass" if start_batch == len(train_batches) else f"batch {start_batch} of {len(train_batches)}"
+        log(f"resuming {resume} at epoch {epoch + 1}, {where}")
 
-    model_class, model_config = _model_record(model)
+    model_class, model_config = model_record(model)
     train_model = wrap_model(model, ctx, device)  # DDP in a torchrun launch, else the model itself
     if ctx.enabled:
         log(f"data parallel: {ctx.world_size} processes ({ctx.backend}), global batch {config.batch_size}")
@@ -377,55 +595,60 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], progress: bool, log
     def checkpoint(epoch_done: int, step_in_epoch: int, epoch_start_generator: torch.Tensor) -> None:
         if not ctx.is_main:
             return
-        save_checkpoint({
+        saved_totals = totals.state()
+        if not math.isfinite(saved_totals["loss_sum"]):  # never overwrite a good checkpoint with a diverged run
+            raise FloatingPointError("training loss became non-finite in this epoch; lower the learning rate")
+        record = {
             "model_class": model_class, "model_config": model_config,
             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict(), "train_config": asdict(config),
             "epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
             "generator_state": epoch_start_generator, "torch_rng_state": torch.get_rng_state(),
-            "data_source": train_split.source,
-        }, ckpt_path)
+            "epoch_totals": saved_totals, "data": fingerprint, "data_source": train_split.source,
+            "objective": objective.settings(),
+        }
+        if device.type == "cuda":
+            record["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(record, run_dir.checkpoint)
 
-    loss_fn = default_loss(model)
     while epoch < config.epochs:
-        epoch_generator = generator.get_state()  # the epoch's shuffle and shifts come from here
-        steps_done = start_batch
-        t0 = time.perf_counter()
+        epoch_generator = generator.get_state()  # the epoch's shuffle and shifts are drawn from here
 
-        def on_step(step: int, loss: torch.Tensor) -> None:
-            nonlocal steps_done
-            steps_done = start_batch + step + 1
+        def on_step(record) -> None:
+            steps_done = start_batch + record.step + 1
             if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
-                if not torch.isfinite(loss):  # never overwrite a good checkpoint with diverged weights
-                    raise FloatingPointError(f"training loss became {float(loss)} at step {step}; "
+                if not torch.isfinite(record.loss):  # never overwrite a good checkpoint with diverged weights
+                    raise FloatingPointError(f"training loss became {float(record.loss)} at step {record.step}; "
                                              f"lower the learning rate")
                 checkpoint(epoch, steps_done, epoch_generator)
 
         try:
-            stats = train_epoch(train_model, train_batches.iter_from(start_batch), optimizer, scheduler, loss_fn,
+            stats = train_epoch(train_model, train_batches.iter_from(start_batch), optimizer, scheduler, objective,
                                 progress=progress, description=f"epoch {epoch + 1}/{config.epochs}",
-                                total=len(train_batches) - start_batch, on_step=on_step, amp=amp, dist=ctx)
-        except KeyboardInterrupt:
+                                total=len(train_batches) - start_batch, on_step=on_step, amp=amp, dist=ctx,
+                                totals=totals, safe_point=interrupt.check)
+            test = evaluate(model, test_batches, objective, progress=progress, amp=amp, dist=ctx,
+                            safe_point=interrupt.check)
+        except SafeStop:
+            steps_done = min(totals.steps, len(train_batches))
             checkpoint(epoch, steps_done, epoch_generator)
-            log(f"interrupted: checkpoint written to {ckpt_path} (epoch {epoch + 1}, batch {steps_done}); "
+            where = "its test pass" if steps_done == len(train_batches) else f"batch {steps_done}"
+            log(f"interrupted: checkpoint written to {run_dir.checkpoint} (epoch {epoch + 1}, {where}); "
                 f"continue with --resume")
             raise
-        seconds = time.perf_counter() - t0
-        test = evaluate(model, test_batches, loss_fn, progress=progress, amp=amp, dist=ctx)
         epoch += 1
         start_batch = 0
         history.append({
             "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
             "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_error": test["error"],
-            "lr": scheduler.get_last_lr()[0], "seconds": seconds,
+            "lr": scheduler.get_last_lr()[0], "seconds": totals.seconds,
         })
+        totals = EpochTotals()
         checkpoint(epoch, 0, generator.get_state())
         if ctx.is_main:
-            _write_history(history, out_dir / HISTORY_NAME)
+            atomic_write(run_dir.history, lambda f: f.write(json.dumps(history, indent=1).encode()))
         ctx.barrier()
         log(f"epoch {epoch}/{config.epochs}: train loss {stats['loss']:.4f}, train acc {100 * stats['accuracy']:.2f}%, "
-            f"test acc {100 * test['accuracy']:.2f}% ({seconds:.0f}s)")
+            f"test acc {100 * test['accuracy']:.2f}% ({history[-1]['seconds']:.0f}s)")
 
-    if not history:
-        raise ValueError(f"nothing to do: the checkpoint already holds {epoch} epochs (ask for more with --epochs)")
-    return FitResult(model, history, ckpt_path, history[-1]["test_accuracy"], train_split.source)
+    return FitResult(model, history, run_dir.checkpoint, history[-1]["test_accuracy"], train_split.source)

@@ -6,7 +6,8 @@ import torch
 
 from capsedu import CapsNet, dynamic_routing
 from capsedu.fast import autocast, is_compiled, optimize, resolve_amp, resolve_channels_last, resolve_compile
-from capsedu.routing import NATURAL_LAYOUT_MAX_OUT, _route, _RoutingNatural
+from capsedu.routing import _route
+from capsedu.routing_autograd import FAST_PATH_MAX_OUT, RoutingFunction
 
 
 @pytest.mark.parametrize("through_all", [True, False])
@@ -15,16 +16,16 @@ def test_hand_written_routing_backward_matches_autograd_in_float64(iterations, t
     torch.manual_seed(iterations)
     u = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
     if through_all:  # "all" is the exact gradient of the forward function: finite differences agree
-        assert torch.autograd.gradcheck(lambda x: _RoutingNatural.apply(x, iterations, True)[0], (u,))
+        assert torch.autograd.gradcheck(lambda x: RoutingFunction.apply(x, iterations, True)[0], (u,))
     # both modes equal autograd on the plain loop ("last" detaches the early iterations there too)
     g = torch.randn(2, 3, 4, dtype=torch.float64)
     (expected,) = torch.autograd.grad(_route(u, iterations, "all" if through_all else "last")[0], u, g)
-    (got,) = torch.autograd.grad(_RoutingNatural.apply(u, iterations, through_all)[0], u, g)
+    (got,) = torch.autograd.grad(RoutingFunction.apply(u, iterations, through_all)[0], u, g)
     torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("gradient", ["all", "last"])
-@pytest.mark.parametrize("n_out", [4, NATURAL_LAYOUT_MAX_OUT + 1])
+@pytest.mark.parametrize("n_out", [4, FAST_PATH_MAX_OUT + 1])
 def test_fast_routing_gives_autograd_values_and_gradients(gradient, n_out):
     torch.manual_seed(0)
     u = torch.randn(3, 9, n_out, 5, dtype=torch.float64, requires_grad=True)
@@ -138,7 +139,7 @@ def test_capsnet_compiles_as_one_graph_with_the_hand_written_routing_backward():
 
 def test_under_bf16_autocast_routing_and_lengths_stay_float32_and_gradients_follow_float32():
     # capsedu.fast.autocast turns bf16 on for CUDA only; torch's CPU autocast exercises the same
-    # dtype rules here: convolutions and eq. 2 in bf16, routing, squash and lengths in float32
+    # dtype rules here: convolutions and Eq. 2 in bf16, routing, squash and lengths in float32
     from capsedu import capsule_loss
 
     torch.manual_seed(0)

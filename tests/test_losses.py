@@ -17,7 +17,7 @@ def literal_margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
     return total / lengths.shape[0]
 
 
-def test_margin_loss_matches_equation_5(rng):
+def test_margin_loss_matches_equation_4(rng):
     lengths = torch.rand(8, 10, generator=rng, dtype=torch.float64)
     labels = torch.randint(0, 10, (8,), generator=rng)
     assert margin_loss(lengths, labels).item() == pytest.approx(literal_margin_loss(lengths, labels))
@@ -40,10 +40,52 @@ def test_margin_loss_down_weights_absent_classes_by_lambda():
     assert margin_loss(lengths, labels).item() == pytest.approx(0.81 + 0.5 * 0.25)
 
 
-def test_margin_loss_accepts_multi_hot_labels_for_overlapping_digits():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.uint8, torch.bool])
+def test_margin_loss_accepts_multi_hot_labels_for_overlapping_digits(dtype):
     lengths = torch.tensor([[0.9, 0.95, 0.5]])
-    multi = torch.tensor([[1.0, 1.0, 0.0]])
+    multi = torch.tensor([[1.0, 1.0, 0.0]]).to(dtype)  # MultiMNIST: two ones per row
     assert margin_loss(lengths, multi).item() == pytest.approx(0.5 * 0.4 ** 2)
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("nan")])
+def test_margin_loss_rejects_multi_hot_targets_other_than_0_and_1_naming_labels(bad):
+    multi = torch.tensor([[1.0, 0.0, 0.0], [0.0, bad, 1.0]])
+    with pytest.raises(ValueError, match="multi-hot labels must contain only 0 and 1"):
+        margin_loss(torch.rand(2, 3), multi)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_margin_loss_accepts_class_indices_of_any_integer_dtype(dtype):
+    lengths = torch.rand(3, 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([1, 4, 9])
+    assert margin_loss(lengths, labels.to(dtype)).item() == pytest.approx(margin_loss(lengths, labels).item())
+
+
+def test_margin_loss_rejects_an_empty_batch_naming_lengths():
+    with pytest.raises(ValueError, match=r"lengths: empty batch"):
+        margin_loss(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
+
+
+def test_margin_loss_rejects_integer_lengths():
+    with pytest.raises(ValueError, match="lengths must be a floating-point tensor"):
+        margin_loss(torch.ones(2, 10, dtype=torch.long), torch.tensor([0, 1]))
+
+
+def test_margin_loss_in_float64_is_computed_and_returned_in_float64(rng):
+    lengths = torch.rand(8, 10, generator=rng, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,), generator=rng)
+    loss = margin_loss(lengths, labels)
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(literal_margin_loss(lengths, labels), rel=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_margin_loss_of_half_precision_lengths_is_float32(rng, dtype):
+    lengths = torch.rand(8, 10, generator=rng).to(dtype)
+    labels = torch.randint(0, 10, (8,), generator=rng)
+    loss = margin_loss(lengths, labels)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, margin_loss(lengths.float(), labels))
 
 
 @pytest.mark.parametrize("labels", [torch.tensor([10, 0]), torch.tensor([-1, 0])])
@@ -78,3 +120,26 @@ def test_capsule_loss_adds_0_0005_times_reconstruction_error(rng):
     torch.testing.assert_close(capsule_loss(out, img, labels), expected)
     no_decoder = CapsNetOutput(lengths, torch.zeros(4, 10, 16), None)
     torch.testing.assert_close(capsule_loss(no_decoder, img, labels), margin_loss(lengths, labels))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_capsule_loss_rejects_integer_images_naming_images_and_the_0_1_scale(rng, dtype):
+    rec = torch.rand(2, 1, 28, 28, generator=rng)
+    out = CapsNetOutput(torch.rand(2, 10, generator=rng), torch.zeros(2, 10, 16), rec)
+    pixels = torch.randint(0, 256, (2, 1, 28, 28), generator=rng).to(dtype)
+    with pytest.raises(ValueError, match=r"images must be a floating-point tensor scaled to \[0, 1\]"):
+        capsule_loss(out, pixels, torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("dtype, expected", [(torch.float64, torch.float64), (torch.float16, torch.float32),
+                                             (torch.bfloat16, torch.float32)])
+def test_capsule_loss_of_float64_and_half_outputs_has_the_documented_dtype(rng, dtype, expected):
+    lengths = torch.rand(4, 10, generator=rng)
+    rec, img = torch.rand(4, 1, 28, 28, generator=rng), torch.rand(4, 1, 28, 28, generator=rng)
+    labels = torch.randint(0, 10, (4,), generator=rng)
+    out = CapsNetOutput(lengths.to(dtype), torch.zeros(4, 10, 16, dtype=dtype), rec.to(dtype))
+    loss = capsule_loss(out, img.to(dtype), labels)
+    assert loss.dtype == expected
+    reference = capsule_loss(CapsNetOutput(lengths.to(dtype).float(), None, rec.to(dtype).float()),
+                             img.to(dtype).float(), labels)
+    torch.testing.assert_close(loss.float(), reference)

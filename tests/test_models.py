@@ -1,8 +1,11 @@
+import json
+
 import pytest
 import torch
+import torch.nn as nn
 
 from capsedu import BaselineCNN, CapsNet, DigitCaps, PrimaryCaps, count_parameters
-from capsedu.models import PRESETS
+from capsedu.models import MODELS, PRESETS, BaselineCNNConfig, build_model, model_record
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +28,93 @@ def test_paper_parameter_counts_per_layer_match_hand_arithmetic():
 
 
 def test_baseline_cnn_has_about_35_4m_parameters():
-    assert count_parameters(BaselineCNN()) == 35_445_522
+    assert count_parameters(BaselineCNN()) == 35_445_522  # "35.4M" in section 5
     assert BaselineCNN().eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_baseline_cnn_has_the_layers_of_section_5():
+    net = BaselineCNN()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [256, 256, 128]
+    assert all(c.kernel_size == (5, 5) and c.stride == (1, 1) for c in convs)
+    assert [m.out_features for m in net.modules() if isinstance(m, nn.Linear)] == [328, 192, 10]
+
+
+def test_baseline_cnn_has_exactly_one_dropout_right_before_the_final_linear_layer():
+    layers = list(BaselineCNN().modules())
+    dropouts = [i for i, m in enumerate(layers) if isinstance(m, nn.Dropout)]
+    linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+    assert len(dropouts) == 1
+    assert dropouts[0] == linears[-1] - 1  # "connected with dropout to a 10 class softmax layer"
+    assert layers[dropouts[0]].p == 0.5
+
+
+def test_baseline_cnn_dropout_is_active_in_training_only():
+    torch.manual_seed(0)
+    net = BaselineCNN(channels=(4, 4, 4), hidden=(8, 8))
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), net(x))
+        assert not torch.equal(net.train()(x), net(x))
+
+
+def test_baseline_cnn_rejects_images_of_another_dtype_naming_images():
+    message = r"images have dtype torch.float64 but the BaselineCNN's parameters are torch.float32"
+    with pytest.raises(ValueError, match=message):
+        BaselineCNN(channels=(4, 4, 4))(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+
+
+def test_baseline_cnn_config_round_trip_rebuilds_the_same_architecture():
+    net = BaselineCNN(channels=(8, 8, 4), hidden=(16, 12), dropout=0.25)
+    assert net.config == BaselineCNNConfig(channels=(8, 8, 4), hidden=(16, 12), dropout=0.25)
+    clone = BaselineCNN.from_config(json.loads(json.dumps(net.config.to_dict())))
+    assert clone.config == net.config and str(clone) == str(net)
+    with pytest.raises(ValueError, match="unknown BaselineCNN config keys"):
+        BaselineCNN.from_config({"width": 3})
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        BaselineCNN(kernel_size=4)
+
+
+def test_model_registry_maps_names_to_the_two_models():
+    assert MODELS == {"capsnet": CapsNet, "baseline": BaselineCNN}
+
+
+@pytest.mark.parametrize("name, cls", [("capsnet", CapsNet), ("baseline", BaselineCNN),
+                                       ("CapsNet", CapsNet), ("BaselineCNN", BaselineCNN)])
+def test_build_model_by_registry_or_legacy_class_name_gives_the_paper_network(name, cls):
+    model = build_model(name)
+    assert type(model) is cls
+    assert count_parameters(model) == {CapsNet: 8_215_568, BaselineCNN: 35_445_522}[cls]
+    assert count_parameters(build_model(name, {})) == count_parameters(model)
+
+
+def test_build_model_rejects_an_unknown_name_listing_the_choices():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of \['baseline', 'capsnet'\]"):
+        build_model("resnet")
+    with pytest.raises(ValueError, match="unknown CapsNet config keys"):
+        build_model("capsnet", {"depth": 3})
+
+
+@pytest.mark.parametrize("model", [
+    lambda: CapsNet("small", routing_iterations=2, reconstruction=False, decoder_hidden=(32,)),
+    lambda: CapsNet("small", image_size=36, routing_gradient="last"),
+    lambda: BaselineCNN(channels=(8, 8, 4), hidden=(16, 12), dropout=0.25, n_classes=5),
+])
+def test_model_record_rebuilds_the_same_architecture_through_json(model):
+    model = model()
+    name, config = model_record(model)
+    assert name in MODELS
+    name, config = json.loads(json.dumps([name, config]))  # what a checkpoint stores
+    clone = build_model(name, config)
+    assert type(clone) is type(model) and clone.config == model.config
+    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_model_record_looks_through_data_parallel_and_rejects_unregistered_models():
+    net = CapsNet("small")
+    assert model_record(nn.DataParallel(net)) == model_record(net) == ("capsnet", net.config.to_dict())
+    with pytest.raises(ValueError, match="Linear is not a registered model"):
+        model_record(nn.Linear(2, 2))
 
 
 def test_paper_network_has_1152_primary_capsules_on_a_6x6_grid():
@@ -140,6 +228,70 @@ def test_wrong_image_shape_is_rejected_naming_the_expected_shape(small, shape):
 def test_integer_images_are_rejected(small):
     with pytest.raises(ValueError, match="floating point"):
         small(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_images_of_another_dtype_than_the_model_are_rejected_naming_images_and_both_dtypes(small, dtype):
+    message = rf"images have dtype {dtype} but the CapsNet's parameters are torch.float32"
+    with pytest.raises(ValueError, match=message):
+        small(torch.rand(2, 1, 28, 28).to(dtype))
+    with pytest.raises(ValueError, match=message):
+        small.predictions(torch.rand(2, 1, 28, 28).to(dtype))
+
+
+def test_a_float64_model_classifies_float64_images_in_float64(small):
+    net = CapsNet("small", reconstruction=True)
+    net.load_state_dict(small.state_dict())
+    net = net.double().eval()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, ref = net(x.double()), small(x)
+    assert out.lengths.dtype == out.poses.dtype == out.reconstructions.dtype == torch.float64
+    torch.testing.assert_close(out.lengths.float(), ref.lengths, rtol=1e-4, atol=1e-6)
+
+
+def test_a_half_precision_model_routes_in_float32_on_the_cpu():
+    torch.manual_seed(0)
+    net = CapsNet("small").half().eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 28, 28).half(), torch.tensor([1, 2]))
+    assert out.poses.dtype == out.lengths.dtype == torch.float32
+    assert out.reconstructions.dtype == torch.float16
+    assert torch.isfinite(out.lengths).all()
+
+
+def test_an_empty_batch_of_images_is_rejected_naming_images(small):
+    with pytest.raises(ValueError, match=r"images: empty batch \(shape \(0, 1, 28, 28\)\)"):
+        small(torch.rand(0, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"images: empty batch"):
+        small(torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+
+
+def test_labels_of_any_integer_dtype_choose_the_reconstructed_capsule(small):
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x, torch.tensor([3, 1], dtype=torch.int32)).reconstructions,
+                                   small(x, torch.tensor([3, 1])).reconstructions)
+
+
+@pytest.mark.parametrize("dtype, expected", [(torch.float64, torch.float64), (torch.float32, torch.float32),
+                                             (torch.float16, torch.float32), (torch.bfloat16, torch.float32)])
+def test_digitcaps_accepts_float64_and_half_inputs_with_the_documented_output_dtype(dtype, expected):
+    torch.manual_seed(0)
+    layer = DigitCaps(n_in=7, in_dim=8, n_out=3, out_dim=4)
+    u = torch.randn(2, 7, 8)
+    v = layer(u.to(dtype))
+    assert v.dtype == expected and v.shape == (2, 3, 4)
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype in (torch.float32, torch.float64) else dict(rtol=0.05, atol=1e-3)
+    torch.testing.assert_close(v.float(), layer(u), **tol)
+
+
+def test_digitcaps_rejects_integer_and_empty_inputs_naming_u():
+    layer = DigitCaps(n_in=7, in_dim=8, n_out=3, out_dim=4)
+    with pytest.raises(ValueError, match="u must be a floating-point tensor"):
+        layer(torch.ones(2, 7, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"u: empty batch"):
+        layer(torch.zeros(0, 7, 8))
 
 
 @pytest.mark.parametrize("labels", [torch.tensor([0, 10]), torch.tensor([-1, 2])])

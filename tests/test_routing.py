@@ -2,6 +2,9 @@ import math
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from capsedu import dynamic_routing, routing_trace
 
@@ -16,12 +19,12 @@ def literal_routing(u_hat, iterations):
             c = []
             for i in range(n_in):
                 z = sum(math.exp(b[i][k]) for k in range(n_out))
-                c.append([math.exp(b[i][j]) / z for j in range(n_out)])        # eq. 1
+                c.append([math.exp(b[i][j]) / z for j in range(n_out)])        # Eq. 3
             v = []
             for j in range(n_out):
-                s = sum(c[i][j] * u_hat[n, i, j] for i in range(n_in))          # eq. 3
+                s = sum(c[i][j] * u_hat[n, i, j] for i in range(n_in))          # Eq. 2
                 norm2 = float((s * s).sum())
-                v.append(s * (norm2 / (1 + norm2) / math.sqrt(norm2)))         # eq. 4
+                v.append(s * (norm2 / (1 + norm2) / math.sqrt(norm2)))         # Eq. 1
             for i in range(n_in):
                 for j in range(n_out):
                     b[i][j] += float((u_hat[n, i, j] * v[j]).sum())            # line 7
@@ -115,7 +118,7 @@ def test_last_iteration_gradient_treats_couplings_as_constants(rng):
     u = torch.randn(2, 6, 3, 4, generator=rng, dtype=torch.float64, requires_grad=True)
     _, c = dynamic_routing(u.detach(), 3, return_couplings=True)
     from capsedu import squash
-    target = squash(torch.einsum("bij,bijd->bjd", c, u))  # eq. 3 + 4 with fixed c
+    target = squash(torch.einsum("bij,bijd->bjd", c, u))  # Eqs. 2 and 1 with fixed c
     g_ref, = torch.autograd.grad(target.sum(), u)
     g, = torch.autograd.grad(dynamic_routing(u, 3, gradient="last").sum(), u)
     torch.testing.assert_close(g, g_ref)
@@ -143,8 +146,89 @@ def test_trace_records_every_iteration_and_matches_the_routing_result(rng):
     assert changes.shape == (4,) and (changes > 0).all()
 
 
-def test_half_precision_input_is_routed_in_float32(rng):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_input_is_routed_in_float32(rng, dtype):
     u_hat = torch.randn(2, 6, 3, 4, generator=rng)
-    v = dynamic_routing(u_hat.bfloat16(), 3)
-    assert v.dtype == torch.float32
-    torch.testing.assert_close(v, dynamic_routing(u_hat.bfloat16().float(), 3))
+    v, c = dynamic_routing(u_hat.to(dtype), 3, return_couplings=True)
+    assert v.dtype == torch.float32 and c.dtype == torch.float32
+    torch.testing.assert_close(v, dynamic_routing(u_hat.to(dtype).float(), 3))
+
+
+@pytest.mark.parametrize("n_out", [4, 40])  # the fast path and the autograd loop
+def test_float64_input_is_routed_and_returned_in_float64(rng, n_out):
+    u_hat = torch.randn(2, 6, n_out, 4, generator=rng, dtype=torch.float64, requires_grad=True)
+    v, c = dynamic_routing(u_hat, 3, return_couplings=True)
+    assert v.dtype == torch.float64 and c.dtype == torch.float64
+    v.sum().backward()
+    assert u_hat.grad.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_predictions_are_rejected_naming_u_hat(dtype):
+    with pytest.raises(ValueError, match=rf"u_hat must be a floating-point tensor, got dtype {dtype}"):
+        dynamic_routing(torch.ones(1, 2, 3, 4, dtype=dtype), 3)
+
+
+def test_an_empty_batch_is_rejected_naming_u_hat():
+    with pytest.raises(ValueError, match=r"u_hat: empty batch \(shape \(0, 5, 3, 4\)\)"):
+        dynamic_routing(torch.zeros(0, 5, 3, 4), 3)
+
+
+@pytest.mark.parametrize("gradient", ["all", "last"])
+@pytest.mark.parametrize("n_out", [4, 40])
+def test_predictions_too_long_to_square_in_float32_route_to_finite_outputs_and_gradients(rng, gradient, n_out):
+    u_hat = (torch.randn(2, 6, n_out, 4, generator=rng) * 1e20).requires_grad_(True)
+    v = dynamic_routing(u_hat, 3, gradient=gradient)
+    assert torch.isfinite(v).all() and (v.norm(dim=-1) <= 1 + 1e-6).all()
+    v.sum().backward()
+    assert torch.isfinite(u_hat.grad).all()
+    uniform = dynamic_routing(u_hat, 1)  # s_j = mean_i u_hat_{j|i}, ~1e20 long: v_j has unit length
+    torch.testing.assert_close(uniform.norm(dim=-1), torch.ones(2, n_out))
+
+
+class LiveStoragePeak(TorchDispatchMode):
+    """Peak bytes of the tensor storages created inside the mode and still alive, op by op."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.live = {ptr: (ref, n) for ptr, (ref, n) in self.live.items() if not ref.expired()}
+        if not any(r.alias_info is not None for r in func._schema.returns):  # views share a storage
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                    storage = t.untyped_storage()
+                    self.live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def routing_peak_bytes(u_hat, iterations, context):
+    with context(), LiveStoragePeak() as tracker:
+        dynamic_routing(u_hat, iterations, return_couplings=True)
+    return tracker.peak
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("n_out", [4, 40])  # the fast path and the autograd loop
+def test_routing_without_gradients_keeps_one_iteration_alive_whatever_the_iteration_count(context, n_out):
+    u_hat = torch.randn(8, 30, n_out, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    coupling_bytes = 8 * 30 * n_out * 4  # one iteration's c, the largest per-iteration tensor
+    few, many = routing_peak_bytes(u_hat, 3, context), routing_peak_bytes(u_hat, 30, context)
+    assert few > coupling_bytes  # the tracker sees the routing's tensors
+    assert many - few < coupling_bytes  # 27 more iterations, not one more coupling tensor
+
+
+@pytest.mark.parametrize("gradient, grows", [("last", False), ("all", True)])
+def test_only_the_full_gradient_saves_every_iteration_for_backward(gradient, grows):
+    u_hat = torch.randn(2, 6, 3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+
+    def saved(iterations):
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+            dynamic_routing(u_hat, iterations, gradient=gradient)
+        return len(packed)
+
+    assert (saved(12) > saved(3)) is grows

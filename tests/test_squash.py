@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from capsedu import capsule_length, squash
+from capsedu.functional import squash_scale, squash_vjp
 
 
 def literal_squash(s):
-    """Eq. 4 written out for one vector, in float64 Python arithmetic."""
+    """Eq. 1 written out for one vector, in float64 Python arithmetic."""
     norm = math.sqrt(sum(float(x) ** 2 for x in s))
     if norm == 0:
         return [0.0] * len(s)
@@ -15,7 +16,7 @@ def literal_squash(s):
     return [float(x) * scale for x in s]
 
 
-def test_squash_matches_equation_4_vector_by_vector(rng):
+def test_squash_matches_equation_1_vector_by_vector(rng):
     s = torch.randn(6, 5, 8, generator=rng, dtype=torch.float64) * 3
     v = squash(s)
     for idx in range(6):
@@ -63,7 +64,7 @@ def test_squash_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(squash, (s,))
 
 
-def test_squash_one_dimensional_input_follows_the_slide_curve():
+def test_squash_of_one_dimensional_capsules_is_sign_x_times_x2_over_1_plus_x2():
     x = torch.linspace(-5, 5, 101, dtype=torch.float64)
     v = squash(x.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(v, torch.sign(x) * x ** 2 / (1 + x ** 2))
@@ -74,11 +75,46 @@ def test_squash_along_a_chosen_dim(rng):
     torch.testing.assert_close(squash(s, dim=1), squash(s.transpose(1, 2)).transpose(1, 2))
 
 
-def test_squash_keeps_half_precision_dtype():
-    s = torch.randn(4, 8).bfloat16()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_squash_keeps_half_precision_dtype_and_computes_in_float32(dtype):
+    s = torch.randn(4, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
     v = squash(s)
-    assert v.dtype == torch.bfloat16
-    torch.testing.assert_close(v.float(), squash(s.float()), atol=1e-2, rtol=1e-2)
+    assert v.dtype == dtype
+    torch.testing.assert_close(v, squash(s.float()).to(dtype))
+
+
+def test_squash_of_float64_stays_float64(rng):
+    s = torch.randn(4, 8, generator=rng, dtype=torch.float64)
+    v = squash(s, eps=0.0)
+    assert v.dtype == torch.float64  # and computed in float64: float32 would be ~1e-7 off
+    torch.testing.assert_close(v.norm(dim=-1), s.norm(dim=-1) ** 2 / (1 + s.norm(dim=-1) ** 2), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_squash_rejects_integer_and_bool_tensors_naming_s_and_the_dtype(dtype):
+    with pytest.raises(ValueError, match=rf"s must be a floating-point tensor.*{dtype}"):
+        squash(torch.ones(3, 4, dtype=dtype))
+
+
+def test_squash_of_a_1e30_long_float32_vector_is_finite_and_unit_length():
+    s = torch.tensor([[1e30, -2e30, 0.0, 5e29], [3e38, 3e38, 3e38, 3e38]], requires_grad=True)
+    v = squash(s)
+    assert torch.isfinite(v).all()
+    torch.testing.assert_close(v.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(v[0], (s[0] / 2.29128784747792e30).detach())  # direction kept
+    g = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(v, s, g)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(squash_vjp(s.detach(), g), grad)
+
+
+def test_squash_of_ordinary_float32_vectors_is_the_plain_formula_bit_for_bit(rng):
+    # the overflow guard must not cost float32 accuracy where ||s||^2 is representable
+    s = torch.randn(200, 16, generator=rng) * torch.logspace(-15, 15, 200)[:, None]
+    n2 = (s * s).sum(dim=-1, keepdim=True)
+    assert torch.equal(squash(s), s * squash_scale(n2))
+    reference = squash(s.double())
+    torch.testing.assert_close(squash(s), reference.float(), rtol=2e-6, atol=0)
 
 
 def test_squash_rejects_a_scalar():
@@ -93,8 +129,6 @@ def test_capsule_length_is_euclidean_norm(rng):
 
 @pytest.mark.parametrize("dim", [-1, 1])
 def test_closed_form_squash_gradient_equals_autograd_including_the_zero_vector(dim):
-    from capsedu.functional import squash_vjp
-
     gen = torch.Generator().manual_seed(5)
     scales = torch.logspace(-6, 2, 12, dtype=torch.float64).view(12, 1, 1)  # from ~0 to long vectors
     s = torch.randn(12, 7, 16, generator=gen, dtype=torch.float64) * scales
@@ -106,3 +140,22 @@ def test_closed_form_squash_gradient_equals_autograd_including_the_zero_vector(d
     got = squash_vjp(s.detach(), g, dim=dim)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     assert torch.all(got[zero] == 0)  # zero vector: zero Jacobian
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float64, 1e200), (torch.float32, 1e25)])
+def test_closed_form_squash_gradient_equals_autograd_for_vectors_too_long_to_square(dtype, scale):
+    gen = torch.Generator().manual_seed(6)
+    s = (torch.randn(5, 16, generator=gen, dtype=torch.float64) * scale).to(dtype).requires_grad_(True)
+    g = torch.randn(5, 16, generator=gen, dtype=torch.float64).to(dtype)
+    (expected,) = torch.autograd.grad(squash(s), s, g)
+    got = squash_vjp(s.detach(), g)
+    assert torch.isfinite(got).all() and (got != 0).any()
+    torch.testing.assert_close(got, expected)
+
+
+def test_capsule_length_keeps_float64_and_measures_half_precision_in_float32(rng):
+    v = torch.randn(3, 10, 16, generator=rng, dtype=torch.float64)
+    assert capsule_length(v).dtype == torch.float64
+    assert capsule_length(v.half()).dtype == torch.float32
+    with pytest.raises(ValueError, match="v must be a floating-point tensor"):
+        capsule_length(torch.ones(2, 3, dtype=torch.int64))

@@ -13,11 +13,11 @@ from typing import Any, Dict, Union
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 
 __all__ = ["PRETRAINED_PATH", "load_pretrained", "pretrained_info", "export_pretrained"]
 
-PRETRAINED_PATH = Path(__file__).parent / "assets" / "capsnet_small_mnist.pt"
+PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "assets" / "capsnet_small_mnist.pt"
 
 
 def export_pretrained(checkpoint: Union[str, os.PathLike], out: Union[str, os.PathLike] = PRETRAINED_PATH) -> Path:

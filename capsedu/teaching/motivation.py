@@ -1,34 +1,31 @@
-"""Small, fully inspectable examples for chapters 1-3 (motivation, squash, routing).
+"""Chapter 1: what max-pooling keeps and what it throws away, made exact on small examples.
 
-Nothing here is part of a CapsNet; these are the toys the book uses to make one point each:
-
-* :func:`detect_1d` / :func:`presence_and_position_1d`: the slides' 1-D example of invariance
+* :func:`detect_1d`, :func:`presence_and_position_1d`: the slides' 1-D example of invariance
   (presence) versus equivariance (instantiation parameters).
-* :func:`face_image`, :func:`detect_parts`, :func:`capsule_readout`: a 28x28 cartoon face made of
-  parts, matched-filter part detectors, global max pooling (what a pooling CNN keeps) and a
-  capsule-like readout (presence *and* position) of the same detector maps.
-* :class:`PoolingCNN`, :func:`train_pooling_cnn`, :func:`scramble_patches`: a small max-pooling CNN
-  for MNIST and the "scrambled parts" test.
-* :func:`coincidence_probability`: how unlikely it is that random predictions agree in d dimensions.
-* :func:`toy_votes`: a handful of 2-D prediction vectors ``u_hat_{j|i}`` with one agreeing cluster
-  per parent and an outlier, for routing by hand.
+* :func:`face_image`, :func:`detect_parts`, :func:`max_pool_presence`, :func:`capsule_readout`,
+  :func:`face_readout`: a 28x28 cartoon face made of parts, matched-filter part detectors, global
+  max pooling (what a pooling CNN keeps) and a capsule-like readout (presence *and* position) of
+  the same detector maps.
+* :class:`PoolingCNN`, :func:`train_pooling_cnn`: a small max-pooling CNN for MNIST and its own
+  short training loop.
+* :func:`displace_top_half`, :func:`scramble_patches`: move parts of a digit, keep the parts.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..objectives import CrossEntropy
+from ..train import train_epoch
+
 __all__ = [
     "TEMPLATES_1D", "detect_1d", "presence_and_position_1d",
     "PART_TEMPLATES", "FACE_LAYOUT", "SCRAMBLED_LAYOUT", "face_image", "detect_parts", "max_pool_presence",
-    "capsule_readout",
+    "capsule_readout", "part_centres", "face_readout",
     "PoolingCNN", "train_pooling_cnn", "scramble_patches", "displace_top_half",
-    "coincidence_probability", "coincidence_monte_carlo",
-    "toy_votes",
 ]
 
 # ----------------------------------------------------------------------------- 1-D invariance vs equivariance
@@ -78,7 +75,10 @@ SCRAMBLED_LAYOUT: List[Tuple[str, int, int]] = [("mouth", 6, 10), ("eye", 17, 5)
 
 def face_image(layout: Sequence[Tuple[str, int, int]] = FACE_LAYOUT, size: int = 28, shift: Tuple[int, int] = (0, 0)
                ) -> torch.Tensor:
-    """Draw the parts of ``layout`` at their (row + dy, col + dx) positions: ``(size, size)`` in {0, 1}."""
+    """Draw the parts of ``layout`` at their (row + dy, col + dx) positions: ``(size, size)`` in {0, 1}.
+
+    ``shift`` is ``(dy, dx)`` in pixels; a part pushed off the canvas raises ``ValueError``.
+    """
     img = torch.zeros(size, size)
     dy, dx = shift
     for name, r, c in layout:
@@ -91,7 +91,7 @@ def face_image(layout: Sequence[Tuple[str, int, int]] = FACE_LAYOUT, size: int =
 
 
 def detect_parts(image: torch.Tensor) -> torch.Tensor:
-    """Matched-filter detector maps, one per part type: ``(n_types, size, size)``.
+    """Matched-filter detector maps of ``image (size, size)``, one per part type: ``(n_types, size, size)``.
 
     Each template is correlated with the image ('same' padding, anchored at the template's
     top-left corner) and normalised by its energy, then thresholded so an exact match gives 1
@@ -113,7 +113,7 @@ def max_pool_presence(maps: torch.Tensor) -> torch.Tensor:
 
 
 def capsule_readout(maps: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Presence *and* instantiation parameters of every detection.
+    """Presence *and* instantiation parameters of every detection in ``maps (n_types, H, W)``.
 
     Returns ``presence (n_types,)`` (max, as pooling), ``count (n_types,)`` (number of detections)
     and ``positions``: a ``(n_detections, 3)`` tensor of ``(type, row, col)`` rows, sorted.
@@ -121,6 +121,30 @@ def capsule_readout(maps: torch.Tensor) -> Dict[str, torch.Tensor]:
     hits = torch.nonzero(maps > 0.5)  # (n_detections, 3): type, row, col
     return {"presence": max_pool_presence(maps), "count": torch.bincount(hits[:, 0], minlength=maps.shape[0]),
             "positions": hits}
+
+
+def part_centres(positions: torch.Tensor) -> torch.Tensor:
+    """Centre ``(row, col)`` of each detected part, from ``positions (n, 3)`` rows ``(type, row, col)``.
+
+    Detections are anchored at the template's top-left corner; the centre is where a reader sees the part.
+    """
+    sizes = torch.tensor([t.shape for t in PART_TEMPLATES.values()], dtype=torch.float64)  # (n_types, 2)
+    return positions[:, 1:].double() + (sizes[positions[:, 0]] - 1) / 2
+
+
+def face_readout(shift: Tuple[int, int] = (0, 0), layout: Sequence[Tuple[str, int, int]] = FACE_LAYOUT
+                 ) -> Dict[str, torch.Tensor]:
+    """Draw the face shifted by ``(dy, dx)``, detect its parts and read them out both ways.
+
+    Returns ``image (28, 28)``, ``maps (n_types, 28, 28)``, the :func:`capsule_readout` entries
+    (``presence``, ``count``, ``positions``), ``centres (n, 2)`` of the detected parts and ``centre``,
+    the mean ``(row, col)`` of the detections (moves with the face; ``presence`` does not).
+    """
+    image = face_image(layout, shift=shift)
+    maps = detect_parts(image)
+    readout = capsule_readout(maps)
+    return {"image": image, "maps": maps, **readout, "centres": part_centres(readout["positions"]),
+            "centre": readout["positions"][:, 1:].double().mean(0)}
 
 
 # ----------------------------------------------------------------------------- a pooling CNN on MNIST
@@ -156,28 +180,32 @@ def train_pooling_cnn(images: torch.Tensor, labels: torch.Tensor, steps: int = 3
                       lr: float = 3e-3, seed: int = 0) -> Tuple[PoolingCNN, List[float]]:
     """Train a :class:`PoolingCNN` with Adam on float ``images (N, 1, 28, 28)``; returns (model, losses).
 
-    Runs on one CPU thread (restored afterwards): for convolutions this small, synchronising threads
+    Each step draws ``batch_size`` random examples (with replacement) and takes one step of the
+    library's loop (:func:`capsedu.train.train_epoch`, cross-entropy). Runs on one CPU thread (restored afterwards): for convolutions this small, synchronising threads
     costs more than it saves, and on a busy shared machine it can be many times slower.
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = PoolingCNN()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
+    losses: List[float] = []
+
+    def random_batches():
+        for _ in range(steps):
+            idx = torch.randint(images.shape[0], (batch_size,), generator=g)
+            yield images[idx], labels[idx]
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for _ in range(steps):
-            idx = torch.randint(images.shape[0], (batch_size,), generator=g)
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        train_epoch(model, random_batches(), opt, objective=CrossEntropy(), progress=False,
+                    on_step=lambda record: losses.append(float(record.loss)))
     finally:
         torch.set_num_threads(threads)
     return model.eval(), losses
 
+
+# ----------------------------------------------------------------------------- moving parts of a digit
 
 def scramble_patches(images: torch.Tensor, grid: int = 2, perm: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Cut ``images (..., H, W)`` into ``grid x grid`` patches and put them back in the order ``perm``.
@@ -209,54 +237,3 @@ def displace_top_half(images: torch.Tensor, shift: int) -> torch.Tensor:
         out[..., :h // 2, :] = 0
         out[..., :h // 2, shift:] = images[..., :h // 2, :w - shift]
     return out
-
-
-# ----------------------------------------------------------------------------- high-dimensional coincidence
-
-def coincidence_probability(dim: int, cos_threshold: float = 0.9, steps: int = 20001) -> float:
-    """P(cos(angle) > cos_threshold) for two independent uniformly random directions in ``dim`` dimensions.
-
-    The angle phi between them has density proportional to ``sin(phi)**(dim - 2)`` on [0, pi];
-    integrated numerically (trapezoid rule).
-    """
-    if dim < 2:
-        raise ValueError(f"dim must be >= 2, got {dim}")
-    def integral(upper: float) -> torch.Tensor:
-        phi = torch.linspace(0.0, upper, steps, dtype=torch.float64)
-        return torch.trapezoid(torch.sin(phi) ** (dim - 2), phi)
-
-    return float(integral(math.acos(cos_threshold)) / integral(math.pi))
-
-
-def coincidence_monte_carlo(dim: int, cos_threshold: float = 0.9, n: int = 100_000, seed: int = 0) -> float:
-    """Monte Carlo estimate of :func:`coincidence_probability` from ``n`` random pairs."""
-    g = torch.Generator().manual_seed(seed)
-    a = F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
-    b = F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
-    return float(((a * b).sum(1) > cos_threshold).double().mean())
-
-
-# ----------------------------------------------------------------------------- toy routing votes
-
-def toy_votes(seed: int = 0, noise: float = 0.12) -> Tuple[torch.Tensor, Dict[str, object]]:
-    """Seven children voting for three parents with 2-D predictions: ``u_hat (1, 7, 3, 2)``.
-
-    * children 0-3 agree about parent 0 (votes near (1.2, 0.9));
-    * children 4-5 agree about parent 1 (votes near (-1.0, 1.1));
-    * child 6 is an outlier: its vote for parent 0 points away from the cluster, the others are random;
-    * every other vote is a random direction with a length in [0.3, 0.8], so parent 2 gets no agreement.
-
-    Returns ``(u_hat, info)`` with ``info["groups"] = {parent: [children]}``.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n_in, n_out = 7, 3
-    angles = torch.rand(n_in, n_out, generator=g) * 2 * math.pi
-    lengths = 0.3 + 0.5 * torch.rand(n_in, n_out, generator=g)
-    u = torch.stack([torch.cos(angles), torch.sin(angles)], -1) * lengths.unsqueeze(-1)  # (n_in, n_out, 2)
-    centres = {0: torch.tensor([1.2, 0.9]), 1: torch.tensor([-1.0, 1.1])}
-    groups = {0: [0, 1, 2, 3], 1: [4, 5]}
-    for j, children in groups.items():
-        for i in children:
-            u[i, j] = centres[j] + noise * torch.randn(2, generator=g)
-    u[6, 0] = torch.tensor([-0.9, -0.6])  # the outlier's vote for parent 0 points away from the cluster
-    return u.unsqueeze(0), {"groups": groups, "outlier": 6, "centres": centres}

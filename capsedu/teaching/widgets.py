@@ -1,9 +1,17 @@
 """ipywidgets front-ends for the book. Each ``*_widget`` function builds and returns a widget
-(an ``ipywidgets.Box``) whose ``update`` callback can be called directly by tests, without a browser.
+(an ``ipywidgets.VBox``) whose ``update(**values)`` can be called directly by tests, without a browser.
+A control change computes with the teaching modules, then draws with :mod:`capsedu.teaching.plots`.
 
-ipywidgets is imported lazily so ``import capsedu`` works without Jupyter installed.
+ipywidgets is imported lazily so ``capsedu.teaching`` works without Jupyter installed.
 """
 from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+
+__all__ = ["pooling_widget", "squash_widget", "routing_widget", "architecture_widget", "margin_loss_widget",
+           "perturbation_widget"]
 
 
 def _ipywidgets():
@@ -13,7 +21,9 @@ def _ipywidgets():
         raise ImportError("the interactive widgets need ipywidgets: pip install 'capsedu[book]'") from exc
     return ipywidgets
 
-def _interactive_box(children, compute, controls):
+
+def _interactive_box(children: List[Any], compute: Callable[[Dict[str, Any]], Dict[str, Any]],
+                     controls: Mapping[str, Any]):
     """A VBox with ``.update(**values)`` and ``.state``; every control's change calls the same update.
 
     ``compute(values) -> state`` does the work (and the drawing); ``controls`` maps names to widgets.
@@ -53,7 +63,15 @@ def _interactive_box(children, compute, controls):
     return box
 
 
-def _show_figure(output, fig):
+def _figure(ncols: int, width: float = 9.0, height: float = 3.2):
+    """A matplotlib Figure not registered with pyplot (so notebooks don't display it twice), and its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols)
+
+
+def _show_figure(output, fig) -> None:
     from IPython.display import display
 
     with output:
@@ -61,17 +79,10 @@ def _show_figure(output, fig):
         display(fig)
 
 
-# ---- section: chapters 1-3 (motivation, squash, routing) ----
-def _figure(ncols, width=9.0, height=3.2):
-    """A matplotlib Figure not registered with pyplot (so notebooks don't display it twice)."""
-    from matplotlib.figure import Figure
+# ----------------------------------------------------------------------------- chapter 1
 
-    fig = Figure(figsize=(width, height))
-    return fig, fig.subplots(1, ncols)
-
-
-def pooling_widget(max_shift=6):
-    """Chapter 1: shift the cartoon face (sliders ``dx``, ``dy`` in pixels).
+def pooling_widget(max_shift: int = 6):
+    """Chapter 1: shift the cartoon face (sliders ``dx``, ``dy`` in pixels, up to ``max_shift``).
 
     The max-pooled part presence (what a pooling CNN keeps) stays exactly the same, while the
     capsule-like readout (part positions) moves with the face.
@@ -79,8 +90,8 @@ def pooling_widget(max_shift=6):
     of the detections), ``image``.
     """
     W = _ipywidgets()
-    from .toys import capsule_readout, detect_parts, face_image
-    from .viz import plot_pooling_vs_pose
+    from .motivation import PART_TEMPLATES, face_readout
+    from .plots import plot_pooling_vs_pose
 
     controls = {"dx": W.IntSlider(0, -max_shift, max_shift, description="shift x"),
                 "dy": W.IntSlider(0, -max_shift, max_shift, description="shift y")}
@@ -88,13 +99,10 @@ def pooling_widget(max_shift=6):
     out = W.Output()
 
     def compute(v):
-        image = face_image(shift=(v["dy"], v["dx"]))
-        readout = capsule_readout(detect_parts(image))
-        plot_pooling_vs_pose(axes, image, detect_parts(image), readout)
+        readout = face_readout(shift=(v["dy"], v["dx"]))
+        plot_pooling_vs_pose(axes, readout, list(PART_TEMPLATES))
         _show_figure(out, fig)
-        pos = readout["positions"][:, 1:].double()
-        return {"presence": readout["presence"], "positions": readout["positions"], "centre": pos.mean(0),
-                "image": image}
+        return {key: readout[key] for key in ("presence", "positions", "centre", "image")}
 
     box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls)
     box.update()
@@ -102,22 +110,29 @@ def pooling_widget(max_shift=6):
     return box
 
 
-def squash_widget(x=1.0, y=0.5, limit=3.0):
-    """Chapter 2: set a 2-D vector ``s = (x, y)`` with two sliders; see ``s``, ``v = squash(s)`` (eq. 4) and
-    the unit circle. ``state``: ``s``, ``v`` (tensors of shape (2,)), ``length_s``, ``length_v``."""
+# ----------------------------------------------------------------------------- chapter 2
+
+def squash_widget(x: float = 1.0, y: float = 0.5, limit: float = 3.0):
+    """Chapter 2: set a 2-D vector ``s = (x, y)`` with two sliders in ``[-limit, limit]``; see ``s``,
+    ``v = squash(s)`` (Eq. 1) and the unit circle.
+
+    ``state``: ``s``, ``v`` (tensors of shape (2,)), ``length_s``, ``length_v``.
+    """
     W = _ipywidgets()
-    from .viz import draw_squash_2d
+    from ..functional import squash
+    from .plots import draw_squash_2d
 
     controls = {"x": W.FloatSlider(x, min=-limit, max=limit, step=0.05, description="s_x"),
                 "y": W.FloatSlider(y, min=-limit, max=limit, step=0.05, description="s_y")}
     fig, ax = _figure(1, 4.5, 4.5)
     out = W.Output()
 
-    def compute(v):
-        drawn = draw_squash_2d(ax, (v["x"], v["y"]), limit=limit)
+    def compute(values):
+        s = torch.tensor([values["x"], values["y"]], dtype=torch.float32)
+        v = squash(s)
+        draw_squash_2d(ax, s, v, limit=limit)
         _show_figure(out, fig)
-        return {"s": drawn["s"], "v": drawn["v"], "length_s": float(drawn["s"].norm()),
-                "length_v": float(drawn["v"].norm())}
+        return {"s": s, "v": v, "length_s": float(s.norm()), "length_v": float(v.norm())}
 
     box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls)
     box.update()
@@ -125,18 +140,20 @@ def squash_widget(x=1.0, y=0.5, limit=3.0):
     return box
 
 
-def routing_widget(u_hat=None, iterations=1, max_iterations=10):
+# ----------------------------------------------------------------------------- chapter 3
+
+def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, max_iterations: int = 10):
     """Chapter 3: routing iterations slider (1..``max_iterations``) for one example of 2-D votes.
 
-    ``u_hat`` is ``(1, n_in, n_out, 2)`` (default :func:`capsedu.toys.toy_votes`). Redraws the votes
-    with widths given by the couplings, the outputs ``v_j`` and a coupling heat map.
+    ``u_hat`` is ``(1, n_in, n_out, 2)`` (default :func:`capsedu.teaching.agreement.toy_votes`). Redraws
+    the votes with widths given by the couplings, the outputs ``v_j`` and a coupling heat map.
     ``state``: ``couplings (n_in, n_out)`` (the c used in the last iteration), ``outputs (n_out, 2)``,
     ``logits (n_in, n_out)`` (b after the last update), ``iterations``.
     """
     W = _ipywidgets()
-    from .routing import routing_trace
-    from .toys import toy_votes
-    from .viz import plot_couplings, plot_votes
+    from ..routing import routing_trace
+    from .agreement import toy_votes
+    from .plots import plot_couplings, plot_votes
 
     if u_hat is None:
         u_hat = toy_votes()[0]
@@ -159,18 +176,31 @@ def routing_widget(u_hat=None, iterations=1, max_iterations=10):
     box.figure = fig
     return box
 
-# ---- end section: chapters 1-3 ----
 
-# ---- section: chapters 4-6 (architecture, margin loss, decoder) ----
-def architecture_widget(preset="paper"):
+# ----------------------------------------------------------------------------- chapter 4
+
+def _layer_table_html(rows, tot: Mapping[str, int], config) -> str:
+    """The per-layer table and a line of totals as HTML (what the architecture widget shows)."""
+    html = ["<table><tr><th>layer</th><th>output shape</th><th>params</th><th>MACs / image</th></tr>"]
+    for r in rows:
+        shape = " x ".join(str(s) for s in r.output_shape)
+        html.append(f"<tr><td>{r.name}</td><td>{shape}</td><td>{r.params:,}</td><td>{r.macs:,}</td></tr>")
+    html.append(f"<tr><th>total</th><td></td><th>{tot['params']:,}</th><th>{tot['macs']:,}</th></tr></table>")
+    html.append(f"<p>without decoder: {tot['params_without_decoder']:,} parameters; "
+                f"{config.n_primary:,} primary capsules; u_hat per image: "
+                f"{config.n_primary * config.n_classes * config.digit_dim:,} numbers</p>")
+    return "".join(html)
+
+
+def architecture_widget(preset: str = "paper"):
     """Chapter 4: pick a preset or change conv1 channels, primary capsule types, image size and routing
     iterations; the per-layer table of shapes, parameters and multiply-adds is recomputed from a real model.
 
-    ``state``: ``rows`` (:class:`capsedu.summary.LayerRow` list), ``totals``, ``config`` (dict).
+    ``state``: ``rows`` (:class:`capsedu.teaching.architecture.LayerRow` list), ``totals``, ``config`` (dict).
     """
     W = _ipywidgets()
-    from .models import PRESETS, CapsNet
-    from .summary import layer_table, totals
+    from ..models import PRESETS, CapsNet
+    from .architecture import layer_table, totals
 
     cfg = PRESETS[preset]
     controls = {
@@ -198,15 +228,7 @@ def architecture_widget(preset="paper"):
         model = CapsNet(values["preset"], **sizes)
         rows = layer_table(model)
         tot = totals(rows)
-        html = ["<table><tr><th>layer</th><th>output shape</th><th>params</th><th>MACs / image</th></tr>"]
-        for r in rows:
-            shape = " x ".join(str(s) for s in r.output_shape)
-            html.append(f"<tr><td>{r.name}</td><td>{shape}</td><td>{r.params:,}</td><td>{r.macs:,}</td></tr>")
-        html.append(f"<tr><th>total</th><td></td><th>{tot['params']:,}</th><th>{tot['macs']:,}</th></tr></table>")
-        html.append(f"<p>without decoder: {tot['params_without_decoder']:,} parameters; "
-                    f"{model.config.n_primary:,} primary capsules; u_hat per image: "
-                    f"{model.config.n_primary * model.config.n_classes * model.config.digit_dim:,} numbers</p>")
-        table.value = "".join(html)
+        table.value = _layer_table_html(rows, tot, model.config)
         return {"rows": rows, "totals": tot, "config": model.config.to_dict()}
 
     box = _interactive_box([W.HBox([controls["preset"], controls["routing_iterations"]]),
@@ -216,15 +238,16 @@ def architecture_widget(preset="paper"):
     return box
 
 
-def margin_loss_widget(m_pos=0.9, m_neg=0.1, lam=0.5):
-    """Chapter 5: sliders for m+, m- and lambda redraw the loss of a present and an absent class (eq. 5).
+# ----------------------------------------------------------------------------- chapter 5
 
-    ``state``: the arrays of :func:`capsedu.viz.margin_loss_curves` plus the settings.
+def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5):
+    """Chapter 5: sliders for m+, m- and lambda redraw the loss of a present and an absent class (Eq. 4).
+
+    ``state``: the arrays and settings of :func:`capsedu.teaching.margin.margin_loss_curves`, and ``figure``.
     """
     W = _ipywidgets()
-    import matplotlib.pyplot as plt
-
-    from .viz import plot_margin_loss
+    from .margin import margin_loss_curves
+    from .plots import plot_margin_loss
 
     controls = {
         "m_pos": W.FloatSlider(value=m_pos, min=0.5, max=1.0, step=0.05, description="m+"),
@@ -232,27 +255,29 @@ def margin_loss_widget(m_pos=0.9, m_neg=0.1, lam=0.5):
         "lam": W.FloatSlider(value=lam, min=0.0, max=1.0, step=0.05, description="lambda"),
     }
     output = W.Output()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    plt.close(fig)
+    fig, axes = _figure(2, 10, 3.4)
 
     def compute(values):
+        curves = margin_loss_curves(values["m_pos"], values["m_neg"], values["lam"])
         for ax in axes:
             ax.clear()
-        curves = plot_margin_loss(values["m_pos"], values["m_neg"], values["lam"], ax=axes[0])
-        plot_margin_loss(values["m_pos"], values["m_neg"], values["lam"], ax=axes[1], gradients=True)
-        axes[0].set_title("loss of one digit capsule (eq. 5)", fontsize=9)
+        plot_margin_loss(curves, ax=axes[0])
+        plot_margin_loss(curves, ax=axes[1], gradients=True)
+        axes[0].set_title("loss of one digit capsule (Eq. 4)", fontsize=9)
         axes[1].set_title("its slope: the push on ||v|| in training", fontsize=9)
         _show_figure(output, fig)
-        return {**curves, **values, "figure": fig}
+        return {**curves, "figure": fig}
 
     box = _interactive_box([W.HBox(list(controls.values())), output], compute, controls)
     box.update()
     return box
 
 
-def perturbation_widget(model, poses, digit=0, limit=0.25):
-    """Chapter 6: a digit selector and 16 sliders that add an offset to each dimension of that digit's
-    capsule; the decoder redraws the reconstruction live.
+# ----------------------------------------------------------------------------- chapter 6
+
+def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int = 0, limit: float = 0.25):
+    """Chapter 6: a digit selector and one slider per capsule dimension that adds an offset to it;
+    the decoder redraws the reconstruction live.
 
     Args:
         model: a trained :class:`capsedu.models.CapsNet` with a decoder.
@@ -260,11 +285,11 @@ def perturbation_widget(model, poses, digit=0, limit=0.25):
         digit: the class shown first.
         limit: slider range ``[-limit, limit]`` (the paper perturbs by up to 0.25).
 
-    ``state``: ``digit``, ``offsets`` (16,), ``pose`` (the perturbed vector), ``image`` (H, W) numpy.
+    ``state``: ``digit``, ``offsets`` (digit_dim,), ``pose`` (the perturbed vector), ``image`` (H, W) numpy.
     """
     W = _ipywidgets()
-    import matplotlib.pyplot as plt
-    import torch
+    from .decoder import decode_capsule
+    from .plots import draw_reconstruction
 
     poses = torch.as_tensor(poses, dtype=torch.float32).detach()
     n_classes, dim = poses.shape
@@ -274,21 +299,14 @@ def perturbation_widget(model, poses, digit=0, limit=0.25):
                                           continuous_update=False, layout=W.Layout(width="260px"))
     reset = W.Button(description="reset offsets")
     output = W.Output()
-    fig, ax = plt.subplots(figsize=(2.6, 2.6))
-    plt.close(fig)
+    fig, ax = _figure(1, 2.6, 2.6)
 
     def compute(values):
         c = int(values["digit"])
         offsets = torch.tensor([values[f"d{d}"] for d in range(dim)], dtype=torch.float32)
-        pose = poses[c] + offsets                                    # (16,) perturbed capsule
-        caps = torch.zeros(1, n_classes, dim)
-        caps[0, c] = pose                                            # other capsules masked out
-        with torch.no_grad():
-            image = model.reconstruct(caps, torch.tensor([c]))[0, 0].numpy()
-        ax.clear()
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"digit {c}, ||v|| = {float(pose.norm()):.2f}", fontsize=9)
-        ax.axis("off")
+        pose = poses[c] + offsets                                    # (digit_dim,) perturbed capsule
+        image = decode_capsule(model, pose[None], c)[0].numpy()      # (H, W)
+        draw_reconstruction(ax, image, f"digit {c}, ||v|| = {float(pose.norm()):.2f}")
         _show_figure(output, fig)
         return {"digit": c, "offsets": offsets.numpy(), "pose": pose.numpy(), "image": image, "figure": fig}
 
@@ -302,5 +320,3 @@ def perturbation_widget(model, poses, digit=0, limit=0.25):
     reset.on_click(on_reset)
     box.update()
     return box
-
-# ---- end section: chapters 4-6 ----

@@ -1,13 +1,14 @@
-"""Per-layer shapes, parameter counts, compute and timings of a CapsNet (chapter 4 of the book).
+"""Chapter 4: per-layer shapes, parameter counts, compute and timings of a CapsNet.
 
 Shapes come from a real forward pass (forward hooks on ``conv1``, ``primary``, ``digits`` and
 ``decoder``); parameters are counted on the modules; multiply-adds ("MACs", per image) follow
 from the layer sizes:
 
 * a convolution costs ``H_out * W_out * C_out * (k * k * C_in)`` MACs,
-* the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (eq. 2) cost ``n_in * n_out * d_out * d_in``,
-* one routing iteration costs ``n_in * n_out * d_out`` MACs for eq. 3 plus as many for the
-  agreement ``u_hat . v`` (line 7 of Procedure 1); the last iteration skips the agreement,
+* the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2) cost ``n_in * n_out * d_out * d_in``,
+* one routing iteration costs ``n_in * n_out * d_out`` MACs for the total input
+  ``s_j = sum_i c_ij u_hat_{j|i}`` (Eq. 2) plus as many for the agreement ``u_hat . v`` (line 7 of
+  Procedure 1); the last iteration skips the agreement,
 * a fully connected layer costs ``n_in * n_out``.
 
 Element-wise work (ReLU, squash, softmax, sigmoid) is not counted: it is tiny next to these.
@@ -21,8 +22,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .models import CapsNet, count_parameters
-from .routing import dynamic_routing
+from ..models import CapsNet, count_parameters
+from ..routing import dynamic_routing
 
 __all__ = ["LayerRow", "layer_table", "routing_macs", "routing_memory_bytes", "time_layers", "totals",
            "format_table", "conv_linear_macs"]
@@ -40,13 +41,16 @@ class LayerRow:
 
 
 def routing_macs(n_in: int, n_out: int, dim: int, iterations: int) -> int:
-    """Multiply-adds of Procedure 1 for one image: eq. 3 every iteration, the agreement in all but the last."""
+    """Multiply-adds of Procedure 1 for one image of ``n_in`` children, ``n_out`` parents of ``dim`` dimensions.
+
+    The weighted sum of Eq. 2 every iteration, the agreement in all but the last.
+    """
     per_product = n_in * n_out * dim
     return iterations * per_product + (iterations - 1) * per_product
 
 
 def routing_memory_bytes(batch: int, n_in: int, n_out: int, dim: int, bytes_per_value: int = 4) -> int:
-    """Size of one ``u_hat`` tensor ``(batch, n_in, n_out, dim)``: what routing reads every iteration."""
+    """Bytes of one ``u_hat`` tensor ``(batch, n_in, n_out, dim)``: what routing reads every iteration."""
     return batch * n_in * n_out * dim * bytes_per_value
 
 
@@ -99,9 +103,9 @@ def layer_table(model: CapsNet, image_size: Optional[int] = None) -> List[LayerR
         LayerRow("PrimaryCaps", shapes["primary"], count_parameters(model.primary), _conv_macs(primary_conv, grid),
                  f"{cfg.primary_types} types x {cfg.primary_dim}-D on a {grid[0]}x{grid[1]} grid, squash"),
         LayerRow("DigitCaps u_hat", u_hat_shape, count_parameters(model.digits), n_in * n_out * d_out * cfg.primary_dim,
-                 f"one {d_out}x{cfg.primary_dim} W_ij per (i, j), no bias (eq. 2)"),
+                 f"one {d_out}x{cfg.primary_dim} W_ij per (i, j), no bias (Eq. 2)"),
         LayerRow(f"routing (r={model.routing_iterations})", shapes["digits"], 0,
-                 routing_macs(n_in, n_out, d_out, model.routing_iterations), "eqs. 1, 3, 4 + agreement"),
+                 routing_macs(n_in, n_out, d_out, model.routing_iterations), "Eqs. 1-3 + agreement"),
     ]
     if model.decoder is not None:
         linears = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]

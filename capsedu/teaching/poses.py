@@ -7,7 +7,7 @@ the scene composes poses down the tree (computer graphics). Inverse graphics goe
 way: from the observed poses of the parts, each part predicts ("votes for") the pose of the
 whole, ``T_whole = T_part @ inv(T_part_in_whole)``. When the parts are arranged correctly the
 votes agree; when they are scrambled they do not. This is the geometric idea behind the
-prediction vectors ``u_hat_{j|i} = W_ij u_i`` of capsule networks (eq. 2).
+prediction vectors ``u_hat_{j|i} = W_ij u_i`` of capsule networks (Eq. 2 of the paper).
 """
 from __future__ import annotations
 

@@ -1,0 +1,67 @@
+"""Image data for capsule networks: one split type, loaders, transforms, a batcher and derived sets.
+
+What is where
+-------------
+* :mod:`~capsedu.data.split`: :class:`ImageSplit`, the one in-memory data set type
+  (``(N, C, H, W)`` images, class-index or multi-hot labels, where they came from).
+* :mod:`~capsedu.data.mnist`: :func:`load_mnist` reads full MNIST (via ``torchvision``) or, when
+  it cannot be had, a small subset shipped inside the package, so every notebook runs offline.
+* :mod:`~capsedu.data.transforms`: :func:`to_float`, shifts, padding, crops and affine warps,
+  and the :class:`RandomTransform` interface (draw all random choices, then apply).
+* :mod:`~capsedu.data.batches`: :class:`Batches` keeps a whole split on the device and yields
+  float batches, optionally augmented (the paper: ``RandomShift(2)``), resumable mid-epoch.
+* :mod:`~capsedu.data.multimnist`: :func:`make_multimnist` (section 6): two digits of different
+  classes, each shifted by up to 4 pixels, overlaid on a 36x36 canvas.
+* :mod:`~capsedu.data.affine`: :func:`make_affine_test`, a generated affNIST-like test set
+  (section 5.2); not the real affNIST.
+
+:func:`load_split` loads any registered data set by name; a new data set is a module beside
+``mnist.py`` whose loader is added to :data:`DATASETS`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from .affine import make_affine_test
+from .batches import Batches
+from .mnist import DATA_ENV, SUBSET_PATH, PathLike, build_subset, load_mnist, resolve_root
+from .multimnist import MultiMNIST, make_multimnist
+from .split import DataError, ImageSplit
+from .transforms import (
+    CenterCrop, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform, draw_shifts, pad_to,
+    random_affine, random_shift, shift_images, to_float,
+)
+
+__all__ = [
+    "DataError", "DATA_ENV", "SUBSET_PATH", "ImageSplit", "resolve_root", "load_mnist", "load_split", "DATASETS",
+    "build_subset", "to_float", "draw_shifts", "shift_images", "random_shift", "pad_to", "random_affine",
+    "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "RandomAffine",
+    "Batches", "MultiMNIST", "make_multimnist", "make_affine_test",
+]
+
+# Every loader takes (split, *, root, download, subset, verbose) as load_mnist does and returns an ImageSplit.
+DATASETS: Dict[str, Callable[..., ImageSplit]] = {
+    "mnist": load_mnist,
+}
+
+
+def load_split(
+    dataset: str,
+    split: str,
+    *,
+    root: Optional[PathLike] = None,
+    subset: Optional[bool] = None,
+    download: bool = True,
+    verbose: bool = True,
+) -> ImageSplit:
+    """Load ``split`` (e.g. ``"train"`` or ``"test"``) of the registered data set ``dataset``.
+
+    The keyword arguments mean what they mean for :func:`load_mnist`: ``root`` the data folder
+    (default ``$CAPSEDU_DATA``, else ``~/.cache/capsedu``), ``subset`` whether to use a shipped
+    subset (``None``: only when the full data cannot be had), ``download`` whether missing
+    files may be fetched, ``verbose`` whether to say so on stderr when falling back.
+    """
+    loader = DATASETS.get(dataset)
+    if loader is None:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    return loader(split, root=root, download=download, subset=subset, verbose=verbose)

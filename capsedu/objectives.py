@@ -1,0 +1,174 @@
+"""Training objectives: what a step minimises, how the model is called, and how a batch is scored.
+
+An objective is called as ``objective(model, images, targets)`` and returns a :class:`StepResult`.
+The training loop (:mod:`capsedu.train`) knows nothing else about losses, so the same loop trains
+
+* a CapsNet with the margin loss (Eq. 4), with or without the reconstruction term
+  (:class:`MarginLoss`, section 4.1's weight 0.0005 by default);
+* a CapsNet on several digits at once (multi-hot targets, as for overlapping digits: the margin
+  loss is summed over every present class and a prediction counts as right when the ``k``
+  longest capsules are exactly the ``k`` present classes);
+* the baseline CNN, or a CapsNet whose scaled lengths are read as logits, with cross-entropy
+  (:class:`CrossEntropy`).
+
+Targets are class indices ``(batch,)`` (int64) or multi-hot ``(batch, n_classes)`` (float).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .distributed import unwrap
+from .losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
+from .models import CapsNet, CapsNetOutput
+
+__all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "OBJECTIVES", "make_objective",
+           "default_objective", "scores", "count_correct"]
+
+
+class StepResult(NamedTuple):
+    """What an objective returns for one batch."""
+
+    loss: torch.Tensor                 # 0-dim, what backward() is called on
+    correct: torch.Tensor              # 0-dim int64: examples predicted right
+    output: Any                        # the model's output (CapsNetOutput or logits)
+    parts: Dict[str, torch.Tensor]     # named loss terms, detached (e.g. margin, reconstruction)
+
+
+def scores(output: Any) -> torch.Tensor:
+    """Class scores ``(batch, n_classes)``: capsule lengths for a CapsNet, the logits otherwise."""
+    return output.lengths if isinstance(output, CapsNetOutput) else output
+
+
+def count_correct(class_scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Examples whose prediction is right, as a 0-dim int64 tensor (no host sync).
+
+    Class indices: the top score is the label. Multi-hot targets with ``k`` ones in a row: the
+    ``k`` top scores are exactly those classes (the paper's MultiMNIST rule, section 6).
+    """
+    if targets.dim() == 1:
+        return (class_scores.argmax(dim=1) == targets).sum()
+    present = targets > 0.5                                           # (batch, n_classes)
+    k = present.sum(dim=1, keepdim=True)                              # (batch, 1)
+    rank = class_scores.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every class
+    return ((rank < k) == present).all(dim=1).sum()
+
+
+def _takes_labels(model: nn.Module) -> bool:
+    inner = unwrap(model)  # a DistributedDataParallel wrapper passes the labels on
+    return isinstance(inner, CapsNet) or bool(getattr(inner, "takes_labels", False))
+
+
+class Objective:
+    """Base class: ``objective(model, images, targets) -> StepResult``.
+
+    :meth:`forward` calls the model the way the paper does: a CapsNet in training mode gets the
+    class labels, so its decoder reconstructs the true class (section 4.1's masking); in eval mode
+    (and for multi-hot targets) it gets only the images and reconstructs its longest capsule.
+    """
+
+    name = "objective"
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
+        if model.training and targets.dim() == 1 and _takes_labels(model):
+            return model(images, targets)
+        return model(images)
+
+    def loss(self, output: Any, images: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Named loss terms; their sum is minimised."""
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> StepResult:
+        output = self.forward(model, images, targets)
+        terms = self.loss(output, images, targets)
+        total = sum(terms.values())
+        return StepResult(total, count_correct(scores(output).detach(), targets), output,
+                          {k: v.detach() for k, v in terms.items()})
+
+    def settings(self) -> Dict[str, Any]:
+        """The objective's name and constants, for run records."""
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class MarginLoss(Objective):
+    """Margin loss (Eq. 4) plus ``reconstruction_weight`` x summed squared reconstruction error.
+
+    Args:
+        reconstruction_weight: scale of the decoder's error (0.0005 in section 4.1; 0 for none). The
+            term is added only when the model has a decoder and the targets are class indices.
+        m_pos, m_neg, lam: the margin loss's constants (0.9, 0.1, 0.5).
+    """
+
+    name = "margin"
+
+    def __init__(self, reconstruction_weight: float = RECONSTRUCTION_WEIGHT, m_pos: float = 0.9,
+                 m_neg: float = 0.1, lam: float = 0.5):
+        if not (reconstruction_weight >= 0 and float(reconstruction_weight) < float("inf")):
+            raise ValueError(f"reconstruction_weight must be a finite number >= 0, got {reconstruction_weight!r}")
+        self.reconstruction_weight = float(reconstruction_weight)
+        self.m_pos, self.m_neg, self.lam = m_pos, m_neg, lam
+
+    def loss(self, output: Any, images: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if not isinstance(output, CapsNetOutput):
+            raise ValueError("the margin loss needs capsule lengths, but the model returned "
+                             f"{type(output).__name__}; train a logits model with cross-entropy")
+        terms = {"margin": margin_loss(output.lengths, targets, self.m_pos, self.m_neg, self.lam)}
+        if self.reconstruction_weight and output.reconstructions is not None and targets.dim() == 1:
+            terms["reconstruction"] = self.reconstruction_weight * reconstruction_loss(output.reconstructions, images)
+        return terms
+
+    def settings(self) -> Dict[str, Any]:
+        return {"name": self.name, "reconstruction_weight": self.reconstruction_weight,
+                "m_pos": self.m_pos, "m_neg": self.m_neg, "lam": self.lam}
+
+
+class CrossEntropy(Objective):
+    """Softmax cross-entropy on ``scale`` x the class scores (class-index targets only).
+
+    For the baseline CNN the scores are logits (``scale=1``). For a CapsNet they are the capsule
+    lengths, which lie in [0, 1): a scale such as 10 lets the softmax become confident (chapter 5
+    compares this with the margin loss).
+    """
+
+    name = "cross-entropy"
+
+    def __init__(self, scale: float = 1.0):
+        if not (scale > 0 and float(scale) < float("inf")):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        self.scale = float(scale)
+
+    def loss(self, output: Any, images: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if targets.dim() != 1:
+            raise ValueError("cross-entropy needs class-index targets (batch,); use the margin loss for multi-hot "
+                             f"targets, got shape {tuple(targets.shape)}")
+        s = scores(output)
+        return {"cross_entropy": F.cross_entropy(self.scale * s if self.scale != 1.0 else s, targets)}
+
+    def settings(self) -> Dict[str, Any]:
+        return {"name": self.name, "scale": self.scale}
+
+
+#: Objectives by name, as ``TrainConfig.loss`` and ``capsedu train --loss`` spell them.
+OBJECTIVES: Dict[str, Callable[..., Objective]] = {"margin": MarginLoss, "cross-entropy": CrossEntropy}
+
+
+def make_objective(name: str, **settings: Any) -> Objective:
+    """Build a registered objective: ``make_objective("margin", reconstruction_weight=0)``."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](**settings)
+
+
+def default_objective(model: nn.Module, reconstruction_weight: Optional[float] = None) -> Objective:
+    """The paper's objective for ``model``: margin (+ reconstruction) for a CapsNet, cross-entropy otherwise."""
+    if isinstance(unwrap(model), CapsNet):
+        weight = RECONSTRUCTION_WEIGHT if reconstruction_weight is None else reconstruction_weight
+        return MarginLoss(reconstruction_weight=weight)
+    return CrossEntropy()

@@ -1,0 +1,27 @@
+"""Helpers behind the book's chapters: toys, measurements, figures and widgets.
+
+Nothing here is needed to build or train a CapsNet; the core library (``capsedu.functional``,
+``routing``, ``layers``, ``models``, ``losses``, ``data``, ``train``, ...) does not import this
+package. Import the modules you need; importing the package itself loads nothing heavy.
+Equation numbers are those of the paper (Sabour, Frosst & Hinton, 2017): squash Eq. 1, prediction
+vectors and total input Eq. 2, routing softmax Eq. 3, margin loss Eq. 4.
+
+Computing:
+
+* ``settings``      ``CAPSEDU_TEST_MODE``: small or reading-size runs (:func:`pick`)
+* ``pretrained``    the shipped small CapsNet (``PRETRAINED_PATH``, :func:`load_pretrained`)
+* ``motivation``    chapter 1: 1-D invariance vs equivariance, the face of parts, a pooling CNN and
+  what displacing or scrambling parts does to it
+* ``poses``         chapter 1: 2-D pose matrices, a scene graph, parts voting for the whole
+* ``squashing``     chapter 2: squash (Eq. 1) as a 1-D curve, on random vectors, its slope
+* ``agreement``     chapter 3: chance agreement in high dimensions, toy votes, how routing settles
+* ``architecture``  chapter 4: per-layer shapes, parameters, multiply-adds and timings
+* ``margin``        chapter 5: the margin loss (Eq. 4) and its slope against a capsule's length
+* ``curves``        chapters 5-6: running means of per-step training histories
+* ``decoder``       chapter 6: decoding one capsule, perturbing its dimensions (paper Fig. 4)
+
+Drawing:
+
+* ``plots``         matplotlib figures; every function draws data computed by the modules above
+* ``widgets``       ipywidgets front-ends: each control change computes, then draws
+"""

@@ -1,0 +1,29 @@
+"""Small shared fixtures for the training and resume tests."""
+import torch
+
+from capsedu.train import TrainConfig
+
+
+def quiet(*_args, **_kw):
+    pass
+
+
+def tiny_config(tmp_path, **kw):
+    """Two epochs of three 64-digit batches of the shipped subset: a run in a few seconds."""
+    base = dict(preset="small", epochs=2, batch_size=64, subset=True, train_limit=192, test_limit=100,
+                eval_batch_size=50, output=str(tmp_path / "run"), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b, exact=False):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), f"{k} differs (max {float((a[k] - b[k]).abs().max()):.3g})"
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

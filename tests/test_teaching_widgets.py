@@ -1,0 +1,105 @@
+"""capsedu.teaching.widgets: moving a control recomputes the state and redraws (no browser needed)."""
+import numpy as np
+import pytest
+import torch
+
+from capsedu import CapsNet, margin_loss
+from capsedu.functional import squash
+from capsedu.routing import routing_trace
+from capsedu.teaching import widgets
+from capsedu.teaching.agreement import toy_votes
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_pooling_widget_shift_keeps_presence_and_moves_positions():
+    w = widgets.pooling_widget()
+    before = w.state
+    w.controls["dx"].value = 3
+    after = w.update(dy=-2)
+    assert torch.equal(before["presence"], after["presence"])
+    assert torch.allclose(after["centre"] - before["centre"], torch.tensor([-2.0, 3.0], dtype=torch.float64))
+    assert len(w.figure.axes[1].patches) == 3
+    with pytest.raises(ValueError):
+        w.update(angle=3)
+
+
+def test_squash_widget_v_equals_squash_of_the_slider_vector():
+    w = widgets.squash_widget(x=1.0, y=0.5)
+    w.controls["x"].value = 2.0
+    assert torch.allclose(w.state["s"], torch.tensor([2.0, 0.5]))
+    assert torch.allclose(w.state["v"], squash(torch.tensor([2.0, 0.5])))
+    state = w.update(x=0.0, y=0.0)
+    assert state["length_v"] == 0.0
+    assert len(w.figure.axes[0].texts) == 2  # the two arrows
+
+
+def test_routing_widget_slider_updates_couplings_to_routing_trace():
+    u_hat, _ = toy_votes()
+    w = widgets.routing_widget(u_hat, iterations=1)
+    assert torch.allclose(w.state["couplings"], torch.full((7, 3), 1 / 3))
+    w.controls["iterations"].value = 4  # the observe callback recomputes
+    trace = routing_trace(u_hat, 4)
+    assert w.state["iterations"] == 4
+    assert torch.allclose(w.state["couplings"], trace.couplings[-1][0])
+    assert torch.allclose(w.state["outputs"], trace.outputs[-1][0])
+    state = w.update(iterations=2)
+    assert torch.allclose(state["couplings"], routing_trace(u_hat, 2).couplings[-1][0])
+    assert len(w.figure.axes) >= 4 and len(w.figure.axes[3].images) == 1
+
+
+def test_architecture_widget_slider_updates_table():
+    w = widgets.architecture_widget("paper")
+    assert w.state["totals"]["params"] == 8_215_568
+    w.controls["conv_channels"].value = 128                 # as if the reader moved the slider
+    rows = {r.name: r for r in w.state["rows"]}
+    assert rows["conv1"].params == 81 * 128 + 128
+    assert rows["PrimaryCaps"].params == 81 * 128 * 256 + 256
+    assert "128" in w.children[-1].value.replace(",", "")
+
+
+def test_architecture_widget_preset_resets_sliders():
+    w = widgets.architecture_widget("paper")
+    w.update(primary_types=8)
+    assert w.state["config"]["primary_types"] == 8
+    state = w.update(preset="small")
+    assert state["config"]["conv_channels"] == 64 and state["config"]["primary_types"] == 16
+    assert state["totals"]["params"] == 2_817_552
+    with pytest.raises(ValueError, match="unknown control"):
+        w.update(kernel=3)
+
+
+def test_margin_loss_widget_slider_redraws_with_library_loss():
+    w = widgets.margin_loss_widget()
+    w.controls["m_pos"].value = 0.7
+    w.controls["lam"].value = 1.0
+    s = w.state
+    assert (s["m_pos"], s["lam"]) == (0.7, 1.0)
+    lengths = torch.as_tensor(s["lengths"])
+    for k in (0, 50, 120, 200):
+        x = lengths[k].reshape(1, 1)
+        assert s["present"][k] == pytest.approx(float(margin_loss(x, torch.ones(1, 1), 0.7, 0.1, 1.0)), abs=1e-6)
+        assert s["absent"][k] == pytest.approx(float(margin_loss(x, torch.zeros(1, 1), 0.7, 0.1, 1.0)), abs=1e-6)
+    assert s["present"][lengths >= 0.7].max() == 0.0
+    line = s["figure"].axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), s["present"])
+
+
+def test_perturbation_widget_image_is_decoder_of_perturbed_pose():
+    torch.manual_seed(0)
+    model = CapsNet("small").eval()
+    poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
+    w = widgets.perturbation_widget(model, poses, digit=0)
+    w.controls["digit"].value = 7
+    w.controls["d2"].value = 0.2                                          # the reader drags slider "dim 2"
+    caps = torch.zeros(1, 10, 16)
+    caps[0, 7] = poses[7]
+    caps[0, 7, 2] += 0.2
+    with torch.no_grad():
+        expected = model.reconstruct(caps, torch.tensor([7]))[0, 0].numpy()
+    np.testing.assert_allclose(w.state["image"], expected, atol=1e-6)
+    np.testing.assert_allclose(w.state["figure"].axes[0].images[0].get_array(), expected, atol=1e-6)
+    assert w.state["offsets"][2] == pytest.approx(0.2)
+    w.children[0].children[1].click()                                     # reset button
+    assert not w.state["offsets"].any()
