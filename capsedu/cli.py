@@ -10,6 +10,7 @@ Data-parallel training: ``torchrun --nproc_per_node=N -m capsedu.cli train ...``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,7 +46,7 @@ def _number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
+    from .data import AUGMENTATIONS, DATASETS
     from .models import MODELS, PRESETS
     from .objectives import OBJECTIVES
     from .train import TrainConfig
@@ -60,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model. Defaults are shown in brackets; with --resume, options not "
                                    "given are taken from the checkpoint.")
     t.add_argument("--model", choices=sorted(MODELS), default=None, help=f"[{d.model}]")
-    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"CapsNet size: 'small' for CPUs, 'paper' for the 8.2M-parameter network [{d.preset}]")
-    t.add_argument("--dataset", choices=sorted(DATASETS), default=None, help=f"[{d.dataset}]")
+    t.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default=None,
+                   help="model size: 'small' for CPUs, 'paper' for the paper's networks (CapsNet 8.2M parameters, "
+                        "baseline 35.4M), 'cifar10', 'smallnorb', 'svhn' for section 7's CapsNets; 'auto': the "
+                        f"data set's ('small' for MNIST, its paper network for the others) [{d.preset}]")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                   help=f"mnist, cifar10, svhn or smallnorb (the README's Data section says where the files go) "
+                        f"[{d.dataset}]")
     t.add_argument("--epochs", type=_positive, default=None, help=f"[{d.epochs}]")
     t.add_argument("--batch-size", type=_positive, default=None, help=f"[{d.batch_size}]")
     t.add_argument("--lr", type=_number, default=None, help=f"initial Adam learning rate [{d.lr}]")
@@ -76,11 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reconstruction-weight", type=_number, default=None,
                    help=f"weight of the summed squared reconstruction error [{d.reconstruction_weight}]")
     t.add_argument("--augment-shift", type=_integer(0), default=None,
-                   help=f"max random shift in pixels, 0 for none [{d.augment_shift}]")
+                   help=f"max random shift in pixels for shift augmentation, 0 for none [{d.augment_shift}]")
+    t.add_argument("--augment", choices=list(AUGMENTATIONS), default=None,
+                   help="'auto': the paper's recipe for the data set (MNIST: shifts; CIFAR-10: random 24x24 crops, "
+                        "central crop for testing; smallNORB: the same with 32x32; SVHN: none); 'shift', 'crop', "
+                        f"'place' (random position on --canvas-size, section 5.2) or 'none' [{d.augment}]")
+    t.add_argument("--crop-size", type=_positive, default=None,
+                   help="crop window for crop augmentation (training: random position, test: centre) "
+                        "[the data set's: 24 for cifar10, 32 for smallnorb]")
+    t.add_argument("--canvas-size", type=_positive, default=None,
+                   help="canvas for --augment place: images at random positions on it for training, centred "
+                        "for testing (section 5.2 uses 40)")
     t.add_argument("--data", default=None, help="data root directory [$CAPSEDU_DATA, else ~/.cache/capsedu]")
     t.add_argument("--subset", action="store_const", const=True, default=None,
                    help="use the small MNIST subset shipped with capsedu")
     t.add_argument("--train-limit", type=_positive, default=None, help="train on the first N examples only")
+    t.add_argument("--train-repeat", type=_positive, default=None,
+                   help=f"pass over the training examples N times per epoch (small --train-limit sets) [{d.train_repeat}]")
     t.add_argument("--test-limit", type=_positive, default=None, help="test on the first N examples only")
     t.add_argument("--device", default=None, help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' [auto]")
     t.add_argument("--seed", type=_integer(0), default=None, help=f"[{d.seed}]")
@@ -119,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-pretrained", help="strip a training checkpoint to float16 weights for the book")
     x.add_argument("checkpoint")
     x.add_argument("--out", default=None, help="output file (default: the packaged pretrained weights)")
+    x.add_argument("--command-line", default=None, help="the command that trained the checkpoint (for the record)")
+    x.add_argument("--data", default=None, help="MNIST root for measuring the exported weights")
     return parser
 
 
@@ -129,8 +148,14 @@ _NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress")
 def _export(args: argparse.Namespace) -> int:
     from .teaching.pretrained import PRETRAINED_PATH, export_pretrained
 
-    out = export_pretrained(args.checkpoint, args.out or PRETRAINED_PATH)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    out = export_pretrained(args.checkpoint, args.out or PRETRAINED_PATH, command=args.command_line or "",
+                            root=args.data)
+    record = json.loads(out.with_suffix(".json").read_text())
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
+    for name, measured in record["test_accuracy_shipped"].items():
+        if measured:
+            print(f"shipped weights, {name} MNIST test set: {100 * measured['accuracy']:.2f}% "
+                  f"of {measured['examples']} digits")
     return 0
 
 
@@ -165,7 +190,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import Batches, load_split
     from .models import CapsNet
-    from .train import evaluate, select_device
+    from .train import checkpoint_test_transform, evaluate, select_device
 
     device = select_device(args.device)
     model, state = load_model(args.checkpoint, map_location=device)
@@ -174,9 +199,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not isinstance(model, CapsNet):
             raise ValueError("--routing-iterations applies to CapsNet checkpoints only")
         model.routing_iterations = args.routing_iterations
-    dataset = state.get("train_config", {}).get("dataset", "mnist")
+    train_config = state.get("train_config", {})
+    dataset = train_config.get("dataset", "mnist")
+    test_transform = checkpoint_test_transform(train_config)  # e.g. CIFAR-10's central 24x24 crop
     split = load_split(dataset, "test", root=args.data, subset=True if args.subset else None)
-    batches = Batches(split, args.batch_size, device=device, limit=args.test_limit)
+    batches = Batches(split, args.batch_size, augment=test_transform, device=device, limit=args.test_limit)
+    shape = test_transform.output_shape(*split.image_shape) if test_transform is not None else split.image_shape
+    expected = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    if tuple(shape) != expected:
+        after = f" after {test_transform!r}" if test_transform is not None else ""
+        raise ValueError(f"{args.checkpoint} takes {'x'.join(map(str, expected))} images, but the {dataset} test "
+                         f"images are {'x'.join(map(str, shape))}{after}")
     metrics = evaluate(model, batches, progress=True)
     iterations = model.routing_iterations if isinstance(model, CapsNet) else 0
     print(f"{args.checkpoint}: error {metrics['error'] * 100:.2f}%, loss {metrics['loss']:.4f} "

@@ -61,8 +61,16 @@ class DigitCaps(nn.Module):
         iterations: routing iterations r (3); may be changed at any time, or per call.
         routing_gradient: ``"all"`` or ``"last"``, see :func:`capsedu.routing.dynamic_routing`.
         init_std: standard deviation of the normal initialisation of ``W``.
+        none_of_the_above: route over one more parent than ``n_out``, a "none-of-the-above"
+            category (section 7, CIFAR-10) that input capsules fitting no class can send their
+            vote to. As in the authors' code (``_leaky_routing`` in ``research/capsules``), its
+            routing logit stays 0: here it is a parent whose predictions ``u_hat`` are all zero,
+            so its output ``v`` is 0 and its agreement (line 7 of Procedure 1) never grows. It has
+            no weights, no output and no loss term; it only takes a share of each softmax (Eq. 3).
 
-    Shape: ``(batch, n_in, in_dim) -> (batch, n_out, out_dim)``.
+    Shape: ``(batch, n_in, in_dim) -> (batch, n_out, out_dim)``; with ``none_of_the_above`` the
+    couplings returned by ``return_couplings=True`` are those of the ``n_out`` classes, so a
+    child's couplings sum to less than 1 (the rest went to the category).
 
     Dtypes: the predictions are computed in ``u``'s dtype (``W`` is cast to it, so a float32 layer
     accepts float64 or half inputs) and routed as :func:`capsedu.routing.dynamic_routing` does:
@@ -78,21 +86,31 @@ class DigitCaps(nn.Module):
         iterations: int = 3,
         routing_gradient: str = "all",
         init_std: float = 0.01,
+        none_of_the_above: bool = False,
     ):
         super().__init__()
         if routing_gradient not in GRADIENT_MODES:
             raise ValueError(f"routing_gradient must be one of {GRADIENT_MODES}, got {routing_gradient!r}")
         self.n_in, self.in_dim, self.n_out, self.out_dim = n_in, in_dim, n_out, out_dim
+        self.none_of_the_above = bool(none_of_the_above)
         self.iterations = check_iterations(iterations)
         self.routing_gradient = routing_gradient
         self.weight = nn.Parameter(torch.randn(n_in, n_out, out_dim, in_dim) * init_std)  # W_ij, (i, j, 16, 8)
 
     def extra_repr(self) -> str:
         return (f"n_in={self.n_in}, in_dim={self.in_dim}, n_out={self.n_out}, out_dim={self.out_dim}, "
-                f"iterations={self.iterations}, routing_gradient={self.routing_gradient!r}")
+                f"iterations={self.iterations}, routing_gradient={self.routing_gradient!r}"
+                + (", none_of_the_above=True" if self.none_of_the_above else ""))
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:
-        """Prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), shape ``(batch, n_in, n_out, out_dim)``."""
+        """Prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), shape ``(batch, n_in, n_out, out_dim)``.
+
+        Only the ``n_out`` class capsules' (a none-of-the-above category predicts nothing).
+        """
+        return self._predict(u, self.n_out)
+
+    def _predict(self, u: torch.Tensor, n_parents: int) -> torch.Tensor:
+        """Eq. 2 for ``n_parents >= n_out`` parents; the parents past ``n_out`` get zero predictions."""
         if not isinstance(u, torch.Tensor):
             raise ValueError(f"u must be a torch.Tensor, got {type(u).__name__}")
         if u.dim() != 3 or u.shape[1] != self.n_in or u.shape[2] != self.in_dim:
@@ -106,13 +124,22 @@ class DigitCaps(nn.Module):
         batch = u.shape[0]
         # One (batch x in_dim) @ (in_dim x n_out*out_dim) product per input capsule i.
         w = self.weight.permute(0, 3, 1, 2).reshape(self.n_in, self.in_dim, self.n_out * self.out_dim)
-        u_hat = torch.bmm(u.transpose(0, 1), w.to(u.dtype))  # (n_in, batch, n_out * out_dim)
-        return u_hat.view(self.n_in, batch, self.n_out, self.out_dim).transpose(0, 1)  # (batch, n_in, n_out, out_dim)
+        if n_parents > self.n_out:  # zero columns: the extra parents' predictions come out of the same product
+            w = torch.cat([w, w.new_zeros(self.n_in, self.in_dim, (n_parents - self.n_out) * self.out_dim)], dim=2)
+        u_hat = torch.bmm(u.transpose(0, 1), w.to(u.dtype))  # (n_in, batch, n_parents * out_dim)
+        return u_hat.view(self.n_in, batch, n_parents, self.out_dim).transpose(0, 1)  # (batch, n_in, parents, dim)
 
     def forward(self, u: torch.Tensor, iterations: Optional[int] = None, return_couplings: bool = False):
         r = self.iterations if iterations is None else iterations
-        return dynamic_routing(self.predictions(u), r, return_couplings=return_couplings,
-                               gradient=self.routing_gradient)
+        if not self.none_of_the_above:
+            return dynamic_routing(self.predictions(u), r, return_couplings=return_couplings,
+                                   gradient=self.routing_gradient)
+        u_hat = self._predict(u, self.n_out + 1)  # (batch, n_in, n_out + 1, out_dim), the last one all zeros
+        routed = dynamic_routing(u_hat, r, return_couplings=return_couplings, gradient=self.routing_gradient)
+        if return_couplings:
+            v, c = routed
+            return v[:, :self.n_out], c[:, :, :self.n_out]
+        return routed[:, :self.n_out]
 
 
 class Decoder(nn.Module):

@@ -82,12 +82,15 @@ class CapsNetConfig:
     routing_gradient: str = "all"   # "all" (official code) or "last"
     reconstruction: bool = True     # with the decoder (FC 512, 1024, 784)
     decoder_hidden: Tuple[int, ...] = (512, 1024)
+    none_of_the_above: bool = False  # section 7 (CIFAR-10): an extra routing category, see DigitCaps
 
     def validate(self) -> "CapsNetConfig":
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"CapsNet {f.name} must be a positive integer, got {value!r}")
+            if f.type in ("bool",) and not isinstance(value, bool):
+                raise ValueError(f"CapsNet {f.name} must be True or False, got {value!r}")
         check_iterations(self.routing_iterations)
         if self.routing_gradient not in GRADIENT_MODES:
             raise ValueError(f"routing_gradient must be one of {GRADIENT_MODES}, got {self.routing_gradient!r}")
@@ -111,17 +114,37 @@ class CapsNetConfig:
         return self.primary_grid ** 2 * self.primary_types
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready fields, as checkpoints store them. ``none_of_the_above`` appears only when set, so a
+        network without it is recorded exactly as before the field existed (shipped weights, old runs)."""
         d = asdict(self)
         d["decoder_hidden"] = list(self.decoder_hidden)
+        if not self.none_of_the_above:
+            del d["none_of_the_above"]
         return d
 
 
 #: Named presets. ``"paper"`` is section 4's MNIST network; ``"small"`` keeps every idea (9x9 conv,
 #: convolutional 8-D primary capsules, routed 16-D digit capsules, the same decoder) with 64 conv1
 #: channels and 16 primary capsule types, about 1/8 of the paper's multiply-adds, for CPUs.
+#:
+#: Section 7's networks for other data sets (``capsedu.data.recipes`` pairs each with its data):
+#:
+#: * ``"cifar10"``: "the same architecture as the simple model we used for MNIST except for the three
+#:   color channels and using 64 different types of primary capsules", on 24x24 patches, 3 routing
+#:   iterations, with a "none-of-the-above" category for the routing softmaxes. The decoder
+#:   reconstructs the 3x24x24 patch (the paper does not describe it; the MNIST decoder's widths).
+#: * ``"smallnorb"``: "the same CapsNet architecture as MNIST" on 2-channel (stereo) 32x32 crops,
+#:   5 classes.
+#: * ``"svhn"``: "the number of first convolutional layer channels [reduced] to 64, the primary capsule
+#:   layer to 16 6D-capsules with 8D final capsule layer"; so the decoder reads 10 x 8 = 80 numbers
+#:   and reconstructs 3x32x32 images.
 PRESETS: Dict[str, CapsNetConfig] = {
     "paper": CapsNetConfig(),
     "small": CapsNetConfig(conv_channels=64, primary_types=16),
+    "cifar10": CapsNetConfig(in_channels=3, image_size=24, primary_types=64, none_of_the_above=True),
+    "smallnorb": CapsNetConfig(in_channels=2, image_size=32, n_classes=5),
+    "svhn": CapsNetConfig(in_channels=3, image_size=32, conv_channels=64, primary_types=16, primary_dim=6,
+                          digit_dim=8),
 }
 
 
@@ -138,9 +161,12 @@ class CapsNet(nn.Module):
 
     ``CapsNet()`` is the paper's network; ``CapsNet("small")`` the CPU-friendly preset; any size can
     be overridden by keyword, e.g. ``CapsNet("small", routing_iterations=1, reconstruction=False)``.
+    ``CapsNet("cifar10")``, ``CapsNet("smallnorb")`` and ``CapsNet("svhn")`` are section 7's networks
+    (see :data:`PRESETS`).
 
     Args:
-        preset: ``"paper"`` or ``"small"``, the defaults for every size below.
+        preset: a key of :data:`PRESETS` (``"paper"``, ``"small"``, ``"cifar10"``, ``"smallnorb"``,
+            ``"svhn"``), the defaults for every size below.
         in_channels, image_size: input images are ``(batch, in_channels, image_size, image_size)``.
         conv_channels, conv_kernel: conv1 (256 channels, 9x9, stride 1, ReLU).
         primary_types, primary_dim, primary_kernel, primary_stride: PrimaryCaps (32 x 8-D, 9x9, stride 2).
@@ -151,6 +177,10 @@ class CapsNet(nn.Module):
             ``"last"`` only through the last.
         reconstruction: build the decoder (FC 512 -> 1024 -> image, sigmoid).
         decoder_hidden: hidden widths of the decoder.
+        none_of_the_above: route over one extra category that is not a class (section 7, CIFAR-10;
+            see :class:`~capsedu.layers.DigitCaps`). ``lengths`` and ``poses`` hold the ``n_classes``
+            class capsules only, the decoder reads only those, and the margin loss never sees the
+            category (it has no capsule vector to measure).
         memory_format: ``torch.channels_last`` stores the convolutions in NHWC and converts the
             images on the way in (a speed option, see :func:`capsedu.fast.optimize`); results
             are the same.
@@ -163,6 +193,7 @@ class CapsNet(nn.Module):
                  n_classes: Optional[int] = None, digit_dim: Optional[int] = None,
                  routing_iterations: Optional[int] = None, routing_gradient: Optional[str] = None,
                  reconstruction: Optional[bool] = None, decoder_hidden: Optional[Sequence[int]] = None,
+                 none_of_the_above: Optional[bool] = None,
                  memory_format: torch.memory_format = torch.contiguous_format):
         super().__init__()
         if preset not in PRESETS:
@@ -177,7 +208,8 @@ class CapsNet(nn.Module):
         self.primary = PrimaryCaps(cfg.conv_channels, cfg.primary_types, cfg.primary_dim,
                                    cfg.primary_kernel, cfg.primary_stride)
         self.digits = DigitCaps(cfg.n_primary, cfg.primary_dim, cfg.n_classes, cfg.digit_dim,
-                                cfg.routing_iterations, cfg.routing_gradient)
+                                cfg.routing_iterations, cfg.routing_gradient,
+                                none_of_the_above=cfg.none_of_the_above)
         self.decoder = (Decoder(cfg.n_classes, cfg.digit_dim, cfg.decoder_hidden,
                                 (cfg.in_channels, cfg.image_size, cfg.image_size))
                         if cfg.reconstruction else None)
@@ -357,6 +389,15 @@ class BaselineCNN(nn.Module):
                               self.classifier[-1].weight.dtype, "BaselineCNN")
         return self.classifier(self.features(images).flatten(1))
 
+
+#: Named baseline sizes. ``"paper"`` is section 5's network (35.4M parameters, 1965M multiply-adds per
+#: MNIST image); ``"small"`` keeps its shape (three 5x5 convolutions, FC 328 and 192, dropout before the
+#: last layer) with 32, 32 and 16 channels: 4.2M parameters and 35M multiply-adds, about the compute of
+#: the small CapsNet preset (29M), for comparisons on a CPU.
+BASELINE_PRESETS: Dict[str, BaselineCNNConfig] = {
+    "paper": BaselineCNNConfig(),
+    "small": BaselineCNNConfig(channels=(32, 32, 16)),
+}
 
 #: The model registry: the names that configs, checkpoints and the command line use.
 MODELS: Dict[str, Type[nn.Module]] = {"capsnet": CapsNet, "baseline": BaselineCNN}

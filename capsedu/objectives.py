@@ -8,6 +8,8 @@ The training loop (:mod:`capsedu.train`) knows nothing else about losses, so the
 * a CapsNet on several digits at once (multi-hot targets, as for overlapping digits: the margin
   loss is summed over every present class and a prediction counts as right when the ``k``
   longest capsules are exactly the ``k`` present classes);
+* two overlapping digits, each reconstructed from its own capsule (:class:`PairMarginLoss`,
+  MultiMNIST, section 6);
 * the baseline CNN, or a CapsNet whose scaled lengths are read as logits, with cross-entropy
   (:class:`CrossEntropy`).
 
@@ -25,7 +27,7 @@ from .distributed import unwrap
 from .losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
 from .models import CapsNet, CapsNetOutput
 
-__all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "OBJECTIVES", "make_objective",
+__all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "PairMarginLoss", "OBJECTIVES", "make_objective",
            "default_objective", "scores", "count_correct"]
 
 
@@ -155,8 +157,59 @@ class CrossEntropy(Objective):
         return {"name": self.name, "scale": self.scale}
 
 
+class PairMarginLoss(Objective):
+    """Two overlapping digits (MultiMNIST, section 6): the margin loss on both classes, and each digit
+    reconstructed from its own capsule.
+
+    Batches carry, per example, the overlay and each digit alone as three channels,
+    ``images (batch, 3, H, W)`` = (overlay, first, second), and the two classes as
+    ``targets (batch, 2)`` int64. The model sees only the overlay. The loss is the margin loss
+    (Eq. 4) with both classes present plus ``reconstruction_weight`` x (the summed squared error of
+    the first digit decoded from its capsule + the same for the second). A prediction is right when
+    the two longest capsules are the two classes (the paper's evaluation).
+    """
+
+    name = "pair-margin"
+
+    def __init__(self, reconstruction_weight: float = RECONSTRUCTION_WEIGHT, m_pos: float = 0.9,
+                 m_neg: float = 0.1, lam: float = 0.5):
+        self.margin = MarginLoss(reconstruction_weight, m_pos, m_neg, lam)
+
+    @staticmethod
+    def _check(images: torch.Tensor, targets: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError("pair batches need images (batch, 3, H, W): the overlay and each digit alone, got "
+                             f"{tuple(images.shape)}")
+        if targets.dim() != 2 or targets.shape[1] != 2 or targets.is_floating_point():
+            raise ValueError(f"pair batches need targets (batch, 2) of class indices, got {tuple(targets.shape)} "
+                             f"{targets.dtype}")
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
+        self._check(images, targets)
+        return model(images[:, :1])  # the decoder is driven per digit in loss()
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> StepResult:
+        output = self.forward(model, images, targets)
+        n_classes = output.lengths.shape[1]
+        both = F.one_hot(targets, n_classes).sum(dim=1).clamp(max=1).to(output.lengths.dtype)  # (batch, n_classes)
+        terms = {"margin": margin_loss(output.lengths, both, self.margin.m_pos, self.margin.m_neg, self.margin.lam)}
+        inner = unwrap(model)
+        weight = self.margin.reconstruction_weight
+        if weight and getattr(inner, "decoder", None) is not None:
+            error = sum(reconstruction_loss(inner.reconstruct(output.poses, targets[:, k]), images[:, k + 1:k + 2])
+                        for k in (0, 1))
+            terms["reconstruction"] = weight * error
+        total = sum(terms.values())
+        return StepResult(total, count_correct(output.lengths.detach(), both), output,
+                          {k: v.detach() for k, v in terms.items()})
+
+    def settings(self) -> Dict[str, Any]:
+        return {**self.margin.settings(), "name": self.name}
+
+
 #: Objectives by name, as ``TrainConfig.loss`` and ``capsedu train --loss`` spell them.
-OBJECTIVES: Dict[str, Callable[..., Objective]] = {"margin": MarginLoss, "cross-entropy": CrossEntropy}
+OBJECTIVES: Dict[str, Callable[..., Objective]] = {"margin": MarginLoss, "cross-entropy": CrossEntropy,
+                                                   "pair-margin": PairMarginLoss}
 
 
 def make_objective(name: str, **settings: Any) -> Objective:

@@ -40,7 +40,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state, save_check
 from .distributed import DistContext, unwrap
 from .fast import autocast, optimize, resolve_amp
 from .interrupts import DeferredInterrupt, SafeStop
-from .models import MODELS, PRESETS, model_record
+from .models import BASELINE_PRESETS, MODELS, PRESETS, model_record
 from .objectives import OBJECTIVES, Objective, default_objective, make_objective
 from .routing import GRADIENT_MODES
 from .run_directory import CHECKPOINT_NAME, HISTORY_NAME, RunDirectory, RunDirectoryError
@@ -48,7 +48,7 @@ from .run_directory import CHECKPOINT_NAME, HISTORY_NAME, RunDirectory, RunDirec
 __all__ = [
     "TrainConfig", "FitResult", "fit", "train_epoch", "evaluate", "select_device", "make_optimizer",
     "load_optimizer_state", "EpochTotals", "StepRecord", "CHECKPOINT_NAME", "HISTORY_NAME",
-    "RESUME_ADJUSTABLE",
+    "RESUME_ADJUSTABLE", "model_input_shape", "checkpoint_test_transform",
 ]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
@@ -319,7 +319,9 @@ class TrainConfig:
     """Everything that defines a training run (stored in its checkpoints)."""
 
     model: str = "capsnet"               # a name in capsedu.models.MODELS: "capsnet" or "baseline"
-    preset: str = "small"                # CapsNet preset: "small" (CPU) or "paper"
+    preset: str = "auto"                 # model size: "small" (CPU) or "paper" (CapsNet and baseline alike), a data
+                                         # set's CapsNet ("cifar10", "smallnorb", "svhn"), or "auto": the data set's
+                                         # (capsedu.data.recipes: "small" for MNIST; "small" for the baseline)
     dataset: str = "mnist"               # a name in capsedu.data.DATASETS
     epochs: int = 1
     batch_size: int = 128
@@ -331,12 +333,16 @@ class TrainConfig:
     reconstruction: bool = True          # CapsNet with the decoder
     loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline) or a name
     reconstruction_weight: float = 0.0005  # section 4.1; used by the margin loss when there is a decoder
-    augment_shift: int = 2               # paper: random shifts of up to 2 pixels
+    augment_shift: int = 2               # paper: random shifts of up to 2 pixels (for "shift" augmentation)
+    augment: str = "auto"                # "auto" (the data set's recipe), "shift", "crop" or "none"
+    crop_size: Optional[int] = None      # "crop": training crops and central test crop (None: the recipe's)
+    canvas_size: Optional[int] = None    # "place": random position on this canvas, centred for testing
     seed: int = 0
     device: str = "auto"
     data: Optional[str] = None           # data root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
     subset: Optional[bool] = None        # True: shipped subset; None: full data, subset if unavailable
     train_limit: Optional[int] = None    # use only the first N training / test examples
+    train_repeat: int = 1                # one epoch passes over the training examples this many times
     test_limit: Optional[int] = None
     eval_batch_size: int = 500
     checkpoint_every: int = 0            # also checkpoint every N steps (0: at epoch ends only)
@@ -348,22 +354,25 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every setting; one ``ValueError`` naming the first bad one."""
-        from .data import DATASETS
+        from .data import AUGMENTATIONS, DATASETS
 
         def choice(name: str, options) -> None:
             if getattr(self, name) not in options:
                 raise ValueError(f"{_flag(name)} must be one of {sorted(options)}, got {getattr(self, name)!r}")
 
         choice("model", MODELS)
-        choice("preset", PRESETS)
+        choice("preset", ["auto", *PRESETS])
         choice("dataset", DATASETS)
+        choice("augment", AUGMENTATIONS)
         choice("routing_gradient", GRADIENT_MODES)
         choice("loss", ["auto", *OBJECTIVES])
-        for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "routing_iterations"):
+        if self.model == "baseline" and self.preset not in ("auto", *BASELINE_PRESETS):
+            raise ValueError(f"--preset must be one of {sorted(BASELINE_PRESETS)} for the baseline, got {self.preset!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "routing_iterations", "train_repeat"):
             _check_int(name, getattr(self, name), low=1)
         for name in ("augment_shift", "checkpoint_every"):
             _check_int(name, getattr(self, name), low=0)
-        for name in ("train_limit", "test_limit"):
+        for name in ("train_limit", "test_limit", "crop_size", "canvas_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
         _check_int("seed", self.seed, low=0, high=2 ** 63 - 1)
@@ -387,7 +396,25 @@ class TrainConfig:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.subset not in (None, True, False):
             raise ValueError(f"subset must be None, True or False, got {self.subset!r}")
+        self.transforms()  # e.g. --crop-size without cropping
         return self
+
+    def resolved_preset(self) -> str:
+        """The model preset that ``preset="auto"`` stands for: the data set's CapsNet (its recipe in
+        :mod:`capsedu.data.recipes`), or ``"small"`` for the baseline; any other preset as given."""
+        from .data import recipe_for
+
+        if self.preset != "auto":
+            return self.preset
+        return recipe_for(self.dataset).preset if self.model == "capsnet" else "small"
+
+    def transforms(self):
+        """``(training augmentation, test transform)``, each a ``RandomTransform`` or ``None``, from
+        ``augment``, ``augment_shift`` and ``crop_size`` (:func:`capsedu.data.recipes.data_transforms`);
+        e.g. ``(RandomCrop(32), CenterCrop(32))`` for smallNORB's recipe."""
+        from .data import data_transforms
+
+        return data_transforms(self.dataset, self.augment, self.augment_shift, self.crop_size, self.canvas_size)
 
     def build_model(self, image_shape: Tuple[int, int, int] = (1, 28, 28), n_classes: int = 10) -> nn.Module:
         """The configured model (through the registry ``capsedu.models.MODELS``) for images of ``image_shape``."""
@@ -396,9 +423,13 @@ class TrainConfig:
             raise ValueError(f"{self.model} needs square images, the data has {h}x{w}")
         sizes = dict(in_channels=c, image_size=h, n_classes=n_classes)
         if self.model == "capsnet":
-            return MODELS["capsnet"](self.preset, routing_iterations=self.routing_iterations,
+            return MODELS["capsnet"](self.resolved_preset(), routing_iterations=self.routing_iterations,
                                      routing_gradient=self.routing_gradient, reconstruction=self.reconstruction,
                                      **sizes)
+        if self.model == "baseline":
+            preset = BASELINE_PRESETS[self.resolved_preset()]
+            return MODELS["baseline"](channels=preset.channels, kernel_size=preset.kernel_size, hidden=preset.hidden,
+                                      dropout=preset.dropout, **sizes)
         return MODELS[self.model](**sizes)
 
     def build_objective(self) -> Objective:
@@ -475,12 +506,52 @@ def read_resumable(path: os.PathLike) -> Tuple[Dict[str, Any], "TrainConfig"]:
     return state, config
 
 
+def model_input_shape(train_shape: Tuple[int, int, int], test_shape: Tuple[int, int, int],
+                      augment: Optional[Any] = None, test_transform: Optional[Any] = None) -> Tuple[int, int, int]:
+    """``(C, H, W)`` the model sees: the training images after ``augment`` (e.g. 3x24x24 CIFAR-10 crops).
+
+    Raises:
+        ValueError: the test images, after ``test_transform``, would have another size.
+    """
+    train_out = augment.output_shape(*train_shape) if augment is not None else tuple(train_shape)
+    test_out = test_transform.output_shape(*test_shape) if test_transform is not None else tuple(test_shape)
+    if tuple(train_out) != tuple(test_out):
+        raise ValueError(f"training images are {'x'.join(map(str, train_out))} after {augment!r} but test images "
+                         f"are {'x'.join(map(str, test_out))} after {test_transform!r}; the model takes one size")
+    return tuple(train_out)
+
+
+def checkpoint_test_transform(train_config: Dict[str, Any]) -> Optional[Any]:
+    """The test-time transform of the run a checkpoint's ``train_config`` describes (``None``: whole images).
+
+    Settings this version does not know are ignored, so any checkpoint can be evaluated; older
+    checkpoints, which predate per-data-set recipes, get MNIST's (no test-time transform).
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in train_config.items() if k in known})
+    return config.transforms()[1]
+
+
+def _effective(config: TrainConfig, name: str) -> Any:
+    """The setting ``name`` of ``config`` with ``"auto"`` replaced by what it means for the data set."""
+    from .data import recipe_for
+
+    if name == "preset":
+        return config.resolved_preset()
+    if name == "augment" and config.augment == "auto":
+        return recipe_for(config.dataset).augment
+    return getattr(config, name)
+
+
 def resume_differences(saved: TrainConfig, requested: TrainConfig) -> Tuple[List[str], List[str]]:
-    """``(refused, honoured)``: one line per setting where ``requested`` differs from the checkpoint's."""
+    """``(refused, honoured)``: one line per setting where ``requested`` differs from the checkpoint's.
+
+    ``"auto"`` equals what it stands for (``preset="auto"`` and ``"small"`` train the same MNIST model).
+    """
     refused, honoured = [], []
     for f in fields(TrainConfig):
         old, new = getattr(saved, f.name), getattr(requested, f.name)
-        if old == new:
+        if old == new or _effective(saved, f.name) == _effective(requested, f.name):
             continue
         line = f"{_flag(f.name)} {new!r} (checkpoint: {old!r})"
         (honoured if f.name in RESUME_ADJUSTABLE else refused).append(line)
@@ -515,7 +586,7 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, overwrite:
 def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, progress: bool,
          log: Callable[[str], None], ctx: DistContext, dist_device: Optional[torch.device],
          run_dir: RunDirectory, interrupt: DeferredInterrupt) -> FitResult:
-    from .data import Batches, RandomShift, load_split  # data imports torchvision; keep `import capsedu.train` light
+    from .data import Batches, load_split  # data imports torchvision; keep `import capsedu.train` light
     from .distributed import wrap_model
 
     if not ctx.is_main:
@@ -541,6 +612,11 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
     used_images = train_split.images[:limit] if limit else train_split.images
     used_labels = train_split.labels[:limit] if limit else train_split.labels
     fingerprint = data_fingerprint(used_images, used_labels, config.dataset, train_split.source)
+    if config.train_repeat > 1:  # a small training set seen several times per epoch (fresh augmentation each time)
+        repeat = (config.train_repeat,) + (1,) * (used_images.dim() - 1)
+        train_split = replace(train_split, images=used_images.repeat(*repeat),
+                              labels=used_labels.repeat(config.train_repeat, *([1] * (used_labels.dim() - 1))))
+        limit = None
     if state is not None:
         old = state.get("data")
         if old is None:
@@ -551,12 +627,19 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    augment = RandomShift(config.augment_shift) if config.augment_shift else None
+    augment, test_transform = config.transforms()  # the data set's recipe, e.g. RandomCrop(24) / CenterCrop(24)
     train_batches = Batches(train_split, config.batch_size, shuffle=True, augment=augment,
-                            device=device, generator=generator, limit=config.train_limit)
-    test_batches = Batches(test_split, config.eval_batch_size, device=device, limit=config.test_limit)
+                            device=device, generator=generator, limit=limit)
+    test_batches = Batches(test_split, config.eval_batch_size, augment=test_transform, device=device,
+                           limit=config.test_limit)
 
-    model = config.build_model(tuple(train_split.images.shape[1:]), train_split.n_classes).to(device)
+    model = config.build_model(model_input_shape(train_split.image_shape, test_split.image_shape, augment,
+                                                 test_transform), train_split.n_classes).to(device)
+    log(f"{train_split.source} {config.dataset}: {train_batches.num_examples} training / "
+        f"{test_batches.num_examples} test images {'x'.join(map(str, train_split.image_shape))}; "
+        f"training on {augment or 'whole images'}, testing on "
+        f"{test_transform or 'whole images'}; {config.model} {config.resolved_preset()!r}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters")
     optimize(model, compile=config.compile, channels_last=config.channels_last)
     amp = resolve_amp(config.amp, device)
     objective = config.build_objective()
@@ -640,6 +723,7 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
         start_batch = 0
         history.append({
             "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+            "train_examples": stats["examples"],
             "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_error": test["error"],
             "lr": scheduler.get_last_lr()[0], "seconds": totals.seconds,
         })

@@ -293,3 +293,26 @@ def test_random_affine_params_stay_in_their_ranges():
     assert angle.abs().max() <= np.deg2rad(30.0) and shear.abs().max() <= 0.2
     assert scale.min() >= 0.9 and scale.max() <= 1.1
     assert set(shift.flatten().tolist()) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+
+
+def test_center_pad_is_the_test_view_of_random_placement():
+    from capsedu.data import CenterPad, RandomPlacement, pad_to
+
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    pad = CenterPad(40)
+    assert pad.draw(4).shape == (4, 0)  # deterministic: nothing drawn
+    out = pad.apply(images, pad.draw(4))
+    assert torch.equal(out, pad_to(images, 40))
+    assert pad.output_shape(1, 28, 28) == RandomPlacement(40).output_shape(1, 28, 28) == (1, 40, 40)
+    with pytest.raises(ValueError, match="smaller than the images"):
+        CenterPad(20).output_shape(1, 28, 28)
+
+
+def test_the_place_recipe_trains_on_random_positions_and_tests_centred():
+    from capsedu.data import CenterPad, RandomPlacement, data_transforms
+
+    assert data_transforms("mnist", "place", canvas_size=40) == (RandomPlacement(40), CenterPad(40))
+    with pytest.raises(ValueError, match="needs --canvas-size"):
+        data_transforms("mnist", "place")
+    with pytest.raises(ValueError, match="--canvas-size applies to --augment place only"):
+        data_transforms("mnist", "shift", canvas_size=40)

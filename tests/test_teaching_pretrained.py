@@ -29,3 +29,14 @@ def test_export_of_the_shipped_file_round_trips_its_weights(tmp_path):
 def test_missing_weights_say_how_to_recreate_them(tmp_path):
     with pytest.raises(CheckpointError, match="export-pretrained"):
         load_pretrained(path=tmp_path / "absent.pt")
+
+
+def test_export_writes_a_record_with_the_measured_accuracy_of_the_float16_weights(tmp_path):
+    import json
+
+    out = export_pretrained(PRETRAINED_PATH, tmp_path / "copy.pt", command="capsedu train")
+    record = json.loads((tmp_path / "copy.json").read_text())
+    assert record["command"] == "capsedu train" and record["dtype"] == "float16"
+    subset = record["test_accuracy_shipped"]["subset"]
+    assert subset["examples"] == 1000 and 0.9 < subset["accuracy"] <= 1.0
+    assert record["epochs"] == len(record["history"]) >= 1

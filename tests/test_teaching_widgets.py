@@ -103,3 +103,43 @@ def test_perturbation_widget_image_is_decoder_of_perturbed_pose():
     assert w.state["offsets"][2] == pytest.approx(0.2)
     w.children[0].children[1].click()                                     # reset button
     assert not w.state["offsets"].any()
+
+
+def test_routing_widget_static_rendering_draws_each_snapshot_and_keeps_the_live_figure():
+    u_hat, _ = toy_votes()
+    w = widgets.routing_widget(u_hat, iterations=2, snapshots=({"iterations": 1}, {"iterations": 10}))
+    live_couplings = w.state["couplings"].clone()
+    html = w._repr_html_()
+    images = html.split('src="data:image/png;base64,')[1:]
+    assert len(images) == 2 and images[0].split('"')[0] != images[1].split('"')[0]
+    assert "r = 1 routing iterations" in html and "r = 10 routing iterations" in html and "JupyterLab" in html
+    lengths_r10 = routing_trace(u_hat, 10).outputs[-1][0].norm(dim=-1)
+    assert ", ".join(f"{float(x):.2f}" for x in lengths_r10) in html
+    # the live widget still shows r = 2: its state, its slider and its printed couplings
+    assert w.controls["iterations"].value == 2 and torch.equal(w.state["couplings"], live_couplings)
+    heat = w.figure.axes[-1].images[0].get_array()
+    np.testing.assert_allclose(heat, live_couplings.numpy(), atol=1e-6)
+    assert "r = 2:" in w.readout.value and f"{float(live_couplings[0, 0]):7.3f}" in w.readout.value
+
+
+def test_architecture_widget_static_rendering_shows_presets_without_moving_the_controls():
+    w = widgets.architecture_widget("paper")
+    w.update(conv_channels=128)
+    html = w.static_html()
+    assert html.count("<table>") == 2
+    assert "8,215,568" in html and "2,817,552" in html            # paper and small totals
+    assert w.controls["conv_channels"].value == 128 and w.controls["preset"].value == "paper"
+
+
+def test_perturbation_widget_prints_the_offsets_it_decodes():
+    torch.manual_seed(0)
+    model = CapsNet("small").eval()
+    poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
+    w = widgets.perturbation_widget(model, poses, digit=4, snapshots=({}, {"d3": 0.25}))
+    assert "offsets: none" in w.readout.value
+    w.update(d3=-0.1)
+    assert "dim 3 -0.10" in w.readout.value
+    assert f"||v|| = {float((poses[4] + torch.eye(16)[3] * -0.1).norm()):.3f}" in w.readout.value
+    html = w.static_html()
+    assert html.count("<figure>") == 2 and "dim 3 +0.25" in html
+    assert w.state["offsets"][3] == pytest.approx(-0.1)          # the live setting is back after the snapshots

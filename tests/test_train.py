@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import capsedu.train as train_mod
-from capsedu import BaselineCNN, CapsNet
+from capsedu import BaselineCNN, CapsNet, margin_loss
 from capsedu.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from capsedu.data import Batches, load_mnist
 from capsedu.objectives import CrossEntropy, MarginLoss, count_correct, default_objective, make_objective
@@ -292,3 +292,28 @@ def test_cross_entropy_on_capsule_lengths_scales_them():
     torch.testing.assert_close(make_objective("cross-entropy", scale=10.0)(out, x, y).loss, expected)
     with pytest.raises(ValueError, match="unknown loss"):
         make_objective("hinge")
+
+
+def test_pair_margin_loss_reconstructs_each_digit_from_its_own_capsule():
+    from capsedu.data import load_mnist, make_multimnist, to_float
+    from capsedu.objectives import PairMarginLoss
+
+    pairs = make_multimnist(load_mnist("test", subset=True), 6, seed=0)
+    images = torch.cat([pairs.images, pairs.first, pairs.second], dim=1)        # (6, 3, 36, 36)
+    targets = torch.stack([pairs.first_label, pairs.second_label], dim=1)       # (6, 2)
+    torch.manual_seed(0)
+    net = CapsNet("small", image_size=36)
+    result = PairMarginLoss()(net, images, targets)
+    out = net(pairs.images)
+    first = net.reconstruct(out.poses, pairs.first_label)
+    expected_recon = ((first - pairs.first) ** 2).flatten(1).sum(1).mean() + \
+        ((net.reconstruct(out.poses, pairs.second_label) - pairs.second) ** 2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(result.parts["reconstruction"], 0.0005 * expected_recon)
+    torch.testing.assert_close(result.parts["margin"], margin_loss(out.lengths, pairs.labels))
+    top2 = out.lengths.topk(2, dim=1).indices.sort(dim=1).values
+    assert int(result.correct) == int((top2 == targets.sort(dim=1).values).all(dim=1).sum())
+    with pytest.raises(ValueError, match="overlay and each digit alone"):
+        PairMarginLoss()(net, pairs.images, targets)
+    opt, _ = make_optimizer(net)
+    stats = train_epoch(net, [(images, targets)] * 2, opt, objective=PairMarginLoss(), progress=False)
+    assert stats["examples"] == 12

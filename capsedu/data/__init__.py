@@ -6,6 +6,12 @@ What is where
   (``(N, C, H, W)`` images, class-index or multi-hot labels, where they came from).
 * :mod:`~capsedu.data.mnist`: :func:`load_mnist` reads full MNIST (via ``torchvision``) or, when
   it cannot be had, a small subset shipped inside the package, so every notebook runs offline.
+* :mod:`~capsedu.data.cifar10`, :mod:`~capsedu.data.svhn`, :mod:`~capsedu.data.smallnorb`: the
+  other data sets of the paper's section 7, read from their original files (downloaded through
+  torchvision for CIFAR-10 and SVHN; smallNORB's binary-matrix files are copied by hand) and
+  checked like MNIST's; no subsets are shipped for them.
+* :mod:`~capsedu.data.recipes`: how the paper trains on each data set (augmentation, test-time
+  crop, CapsNet preset), which ``TrainConfig(augment="auto", preset="auto")`` follows.
 * :mod:`~capsedu.data.transforms`: :func:`to_float`, shifts, padding, crops and affine warps,
   and the :class:`RandomTransform` interface (draw all random choices, then apply).
 * :mod:`~capsedu.data.batches`: :class:`Batches` keeps a whole split on the device and yields
@@ -16,7 +22,7 @@ What is where
   (section 5.2); not the real affNIST.
 
 :func:`load_split` loads any registered data set by name; a new data set is a module beside
-``mnist.py`` whose loader is added to :data:`DATASETS`.
+``mnist.py`` whose loader is added to :data:`DATASETS` (and its training recipe to :data:`RECIPES`).
 """
 from __future__ import annotations
 
@@ -24,24 +30,33 @@ from typing import Callable, Dict, Optional
 
 from .affine import make_affine_test
 from .batches import Batches
+from .cifar10 import load_cifar10
 from .mnist import DATA_ENV, SUBSET_PATH, PathLike, build_subset, load_mnist, resolve_root
 from .multimnist import MultiMNIST, make_multimnist
+from .recipes import AUGMENTATIONS, RECIPES, DataRecipe, data_transforms, recipe_for
+from .smallnorb import load_smallnorb
 from .split import DataError, ImageSplit
+from .svhn import load_svhn
 from .transforms import (
-    CenterCrop, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform, draw_shifts, pad_to,
+    CenterCrop, CenterPad, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform, draw_shifts, pad_to,
     random_affine, random_shift, shift_images, to_float,
 )
 
 __all__ = [
     "DataError", "DATA_ENV", "SUBSET_PATH", "ImageSplit", "resolve_root", "load_mnist", "load_split", "DATASETS",
+    "load_cifar10", "load_svhn", "load_smallnorb", "DataRecipe", "RECIPES", "AUGMENTATIONS", "recipe_for",
+    "data_transforms",
     "build_subset", "to_float", "draw_shifts", "shift_images", "random_shift", "pad_to", "random_affine",
-    "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "RandomAffine",
+    "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "CenterPad", "RandomAffine",
     "Batches", "MultiMNIST", "make_multimnist", "make_affine_test",
 ]
 
 # Every loader takes (split, *, root, download, subset, verbose) as load_mnist does and returns an ImageSplit.
 DATASETS: Dict[str, Callable[..., ImageSplit]] = {
     "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "svhn": load_svhn,
+    "smallnorb": load_smallnorb,
 }
 
 
@@ -58,8 +73,9 @@ def load_split(
 
     The keyword arguments mean what they mean for :func:`load_mnist`: ``root`` the data folder
     (default ``$CAPSEDU_DATA``, else ``~/.cache/capsedu``), ``subset`` whether to use a shipped
-    subset (``None``: only when the full data cannot be had), ``download`` whether missing
-    files may be fetched, ``verbose`` whether to say so on stderr when falling back.
+    subset (``None``: only when the full data cannot be had; only MNIST ships one, the others
+    refuse ``subset=True``), ``download`` whether missing files may be fetched, ``verbose``
+    whether to say so on stderr when falling back or downloading.
     """
     loader = DATASETS.get(dataset)
     if loader is None:

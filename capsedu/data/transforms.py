@@ -289,6 +289,31 @@ class CenterCrop(RandomTransform):
         return images[..., top:top + sh, left:left + sw]
 
 
+@dataclass(frozen=True)
+class CenterPad(RandomTransform):
+    """Put each image in the middle of a larger zero ``canvas``; deterministic (draws ``(n, 0)`` params).
+
+    The test-time view of :class:`RandomPlacement`: e.g. ``CenterPad(40)`` shows 28x28 MNIST test
+    digits centred on the 40x40 canvas the model was trained on (:func:`pad_to`).
+    """
+
+    canvas: Size = 40
+
+    def __post_init__(self) -> None:
+        _pair(self.canvas, "canvas")
+
+    def draw(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.zeros(n, 0, device=_generator_device(generator))
+
+    def output_shape(self, c: int, h: int, w: int) -> Tuple[int, int, int]:
+        return RandomPlacement(self.canvas).output_shape(c, h, w)
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        _check_batch(images, params)
+        _, ch, cw = self.output_shape(images.shape[1], *images.shape[-2:])
+        return pad_to(images, (ch, cw))
+
+
 # ----------------------------------------------------------------------------- affine warps
 
 

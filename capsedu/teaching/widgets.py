@@ -2,11 +2,17 @@
 (an ``ipywidgets.VBox``) whose ``update(**values)`` can be called directly by tests, without a browser.
 A control change computes with the teaching modules, then draws with :mod:`capsedu.teaching.plots`.
 
+Without a kernel (the HTML book, the slides) a widget cannot move. Every widget therefore also has a
+static rendering, ``static_html()`` (its ``_repr_html_``, so it travels in the cell's output next to the
+interactive view): the figure or table for a few preset settings (``snapshots``) and a line on how to
+run it live. Jupyter shows the interactive view; the static site shows the static one.
+
 ipywidgets is imported lazily so ``capsedu.teaching`` works without Jupyter installed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+import html
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -22,23 +28,41 @@ def _ipywidgets():
     return ipywidgets
 
 
-def _interactive_box(children: List[Any], compute: Callable[[Dict[str, Any]], Dict[str, Any]],
-                     controls: Mapping[str, Any]):
-    """A VBox with ``.update(**values)`` and ``.state``; every control's change calls the same update.
+LIVE_HINT = ("A live widget: a static page has no Python kernel, so here are {what}. To move the controls "
+             "yourself, open this chapter in JupyterLab (<code>make book</code> in the repository) and run it.")
 
-    ``compute(values) -> state`` does the work (and the drawing); ``controls`` maps names to widgets.
-    Setting a control's ``.value`` triggers ``update`` through ``observe``; ``update(**values)``
-    first moves the controls (without re-triggering) then recomputes once.
+
+def _interactive_box(children: List[Any], compute: Callable[[Dict[str, Any]], Dict[str, Any]],
+                     controls: Mapping[str, Any], figure=None, output=None,
+                     snapshots: Sequence[Mapping[str, Any]] = (), describe: Optional[Callable] = None,
+                     render: Optional[Callable[[Dict[str, Any]], str]] = None):
+    """A VBox with ``.update(**values)``, ``.state`` and ``.static_html()``; every control's change calls
+    the same update.
+
+    ``compute(values) -> state`` does the work and the drawing into ``figure`` (if any), which the box then
+    shows in ``output``; ``controls`` maps names to widgets. Setting a control's ``.value`` triggers
+    ``update`` through ``observe``; ``update(**values)`` first moves the controls (without re-triggering)
+    then recomputes once.
+
+    The static rendering draws each of ``snapshots`` (partial control values) with the same ``compute``,
+    captioned by ``describe(values, state)``, then redraws the current setting. Widgets without a figure
+    pass ``render(values) -> html`` instead.
     """
     W = _ipywidgets()
 
     class InteractiveBox(W.VBox):
-        pass
+        def _repr_html_(self):
+            return self.static_html()
 
     box = InteractiveBox(children)
     box.controls = controls
     box.state = {}
+    box.figure = figure
+    box.snapshots = [dict(s) for s in snapshots]
     box._muted = False
+
+    def current() -> Dict[str, Any]:
+        return {name: c.value for name, c in controls.items()}
 
     def update(**values):
         unknown = set(values) - set(controls)
@@ -50,8 +74,34 @@ def _interactive_box(children: List[Any], compute: Callable[[Dict[str, Any]], Di
                 controls[name].value = value
         finally:
             box._muted = False
-        box.state = compute({name: c.value for name, c in controls.items()})
+        box.state = compute(current())
+        if output is not None and figure is not None:
+            _show_figure(output, figure)
         return box.state
+
+    def static_html() -> str:
+        """The figure (or table) for each snapshot setting, with captions, as one HTML block."""
+        now = current()
+        items = []
+        try:
+            for snap in box.snapshots:
+                values = {**now, **snap}
+                if render is not None:
+                    body = render(values)
+                    caption = describe(values, None) if describe else _describe_values(snap)
+                else:
+                    state = compute(values)
+                    body = (f'<img src="data:image/png;base64,{_png_base64(figure)}" '
+                            f'alt="{html.escape(_describe_values(snap))}">')
+                    caption = describe(values, state) if describe else _describe_values(snap)
+                items.append(f"<figure>{body}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        finally:
+            if render is None and box.snapshots:
+                compute(now)                      # leave the live figure as the controls say
+        names = ", ".join(getattr(c, "description", n) or n for n, c in controls.items())
+        what = f"{len(items)} settings of its controls ({html.escape(names)})"
+        return (f'<div class="capsedu-static-widget"><p><em>{LIVE_HINT.format(what=what)}</em></p>'
+                + "".join(items) + "</div>")
 
     def on_change(_change):
         if not box._muted:
@@ -60,7 +110,21 @@ def _interactive_box(children: List[Any], compute: Callable[[Dict[str, Any]], Di
     for c in controls.values():
         c.observe(on_change, names="value")
     box.update = update
+    box.static_html = static_html
     return box
+
+
+def _describe_values(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in values.items())
+
+
+def _png_base64(fig) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _figure(ncols: int, width: float = 9.0, height: float = 3.2):
@@ -81,7 +145,8 @@ def _show_figure(output, fig) -> None:
 
 # ----------------------------------------------------------------------------- chapter 1
 
-def pooling_widget(max_shift: int = 6):
+def pooling_widget(max_shift: int = 6,
+                   snapshots: Sequence[Mapping[str, Any]] = ({"dx": 0, "dy": 0}, {"dx": 4, "dy": -2})):
     """Chapter 1: shift the cartoon face (sliders ``dx``, ``dy`` in pixels, up to ``max_shift``).
 
     The max-pooled part presence (what a pooling CNN keeps) stays exactly the same, while the
@@ -101,18 +166,22 @@ def pooling_widget(max_shift: int = 6):
     def compute(v):
         readout = face_readout(shift=(v["dy"], v["dx"]))
         plot_pooling_vs_pose(axes, readout, list(PART_TEMPLATES))
-        _show_figure(out, fig)
         return {key: readout[key] for key in ("presence", "positions", "centre", "image")}
 
-    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls)
+    def describe(v, state):
+        return (f"face shifted by ({v['dx']}, {v['dy']}) px: pooled presence {state['presence'].tolist()} "
+                f"(unchanged), centre of the parts (row, col) {[round(float(c), 1) for c in state['centre']]} (moves)")
+
+    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls, figure=fig, output=out,
+                           snapshots=snapshots, describe=describe)
     box.update()
-    box.figure = fig
     return box
 
 
 # ----------------------------------------------------------------------------- chapter 2
 
-def squash_widget(x: float = 1.0, y: float = 0.5, limit: float = 3.0):
+def squash_widget(x: float = 1.0, y: float = 0.5, limit: float = 3.0,
+                  snapshots: Sequence[Mapping[str, Any]] = ({"x": 0.4, "y": 0.3}, {"x": 2.0, "y": 1.0})):
     """Chapter 2: set a 2-D vector ``s = (x, y)`` with two sliders in ``[-limit, limit]``; see ``s``,
     ``v = squash(s)`` (Eq. 1) and the unit circle.
 
@@ -131,24 +200,29 @@ def squash_widget(x: float = 1.0, y: float = 0.5, limit: float = 3.0):
         s = torch.tensor([values["x"], values["y"]], dtype=torch.float32)
         v = squash(s)
         draw_squash_2d(ax, s, v, limit=limit)
-        _show_figure(out, fig)
         return {"s": s, "v": v, "length_s": float(s.norm()), "length_v": float(v.norm())}
 
-    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls)
+    def describe(v, state):
+        return f"s = ({v['x']:.2f}, {v['y']:.2f}): |s| = {state['length_s']:.2f} -> |v| = {state['length_v']:.3f}"
+
+    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls, figure=fig, output=out,
+                           snapshots=snapshots, describe=describe)
     box.update()
-    box.figure = fig
     return box
 
 
 # ----------------------------------------------------------------------------- chapter 3
 
-def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, max_iterations: int = 10):
+def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, max_iterations: int = 10,
+                   snapshots: Sequence[Mapping[str, Any]] = ({"iterations": 1}, {"iterations": 3},
+                                                             {"iterations": 10})):
     """Chapter 3: routing iterations slider (1..``max_iterations``) for one example of 2-D votes.
 
     ``u_hat`` is ``(1, n_in, n_out, 2)`` (default :func:`capsedu.teaching.agreement.toy_votes`). Redraws
     the votes with widths given by the couplings, the outputs ``v_j`` and a coupling heat map.
     ``state``: ``couplings (n_in, n_out)`` (the c used in the last iteration), ``outputs (n_out, 2)``,
-    ``logits (n_in, n_out)`` (b after the last update), ``iterations``.
+    ``logits (n_in, n_out)`` (b after the last update), ``iterations``. Below the figure the couplings
+    are printed as text (``box.readout``, an HTML widget).
     """
     W = _ipywidgets()
     from ..routing import routing_trace
@@ -161,6 +235,7 @@ def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, ma
     controls = {"iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
     fig, axes = _figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
     out = W.Output()
+    readout = W.HTML()
 
     def compute(v):
         trace = routing_trace(u_hat, v["iterations"])
@@ -168,13 +243,26 @@ def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, ma
         plot_votes(axes[:n_out], u_hat[0], c, outputs)
         axes[-1].clear()
         plot_couplings(axes[-1], c)
-        _show_figure(out, fig)
+        readout.value = _couplings_html(c, v["iterations"])
         return {"couplings": c, "outputs": outputs, "logits": trace.logits[-1][0], "iterations": v["iterations"]}
 
-    box = _interactive_box([controls["iterations"], out], compute, controls)
+    def describe(v, state):
+        lengths = ", ".join(f"{float(x):.2f}" for x in state["outputs"].norm(dim=-1))
+        return f"r = {v['iterations']} routing iterations: parent lengths |v_j| = ({lengths})"
+
+    box = _interactive_box([controls["iterations"], out, readout], compute, controls, figure=fig, output=out,
+                           snapshots=snapshots, describe=describe)
+    box.readout = readout
     box.update()
-    box.figure = fig
     return box
+
+
+def _couplings_html(c: torch.Tensor, iterations: int) -> str:
+    """The couplings ``c (n_in, n_out)`` as a preformatted text table (what the routing widget prints)."""
+    head = "child | " + " ".join(f"c(i->{j})" for j in range(c.shape[1]))
+    rows = [f"{i:5d} | " + " ".join(f"{float(x):7.3f}" for x in row) for i, row in enumerate(c)]
+    return (f"<pre class='capsedu-couplings'>couplings after r = {iterations}:\n" + "\n".join([head] + rows)
+            + "</pre>")
 
 
 # ----------------------------------------------------------------------------- chapter 4
@@ -192,7 +280,8 @@ def _layer_table_html(rows, tot: Mapping[str, int], config) -> str:
     return "".join(html)
 
 
-def architecture_widget(preset: str = "paper"):
+def architecture_widget(preset: str = "paper",
+                        snapshots: Sequence[Mapping[str, Any]] = ({"preset": "paper"}, {"preset": "small"})):
     """Chapter 4: pick a preset or change conv1 channels, primary capsule types, image size and routing
     iterations; the per-layer table of shapes, parameters and multiply-adds is recomputed from a real model.
 
@@ -231,16 +320,30 @@ def architecture_widget(preset: str = "paper"):
         table.value = _layer_table_html(rows, tot, model.config)
         return {"rows": rows, "totals": tot, "config": model.config.to_dict()}
 
+    def render(values):
+        """The table for a preset's own sizes (a static snapshot; the live controls are left alone)."""
+        model = CapsNet(values["preset"])
+        rows = layer_table(model)
+        return _layer_table_html(rows, totals(rows), model.config)
+
+    def describe(values, _state):
+        base = PRESETS[values["preset"]]
+        return (f"preset {values['preset']!r}: conv1 {base.conv_channels} channels, {base.primary_types} primary "
+                f"capsule types, {base.image_size}x{base.image_size} images, r = {base.routing_iterations}")
+
     box = _interactive_box([W.HBox([controls["preset"], controls["routing_iterations"]]),
                             W.HBox([controls["conv_channels"], controls["primary_types"], controls["image_size"]]),
-                            table], compute, controls)
+                            table], compute, controls, snapshots=snapshots, describe=describe, render=render)
     box.update()
     return box
 
 
 # ----------------------------------------------------------------------------- chapter 5
 
-def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5):
+def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5,
+                       snapshots: Sequence[Mapping[str, Any]] = ({"m_pos": 0.9, "m_neg": 0.1, "lam": 0.5},
+                                                                 {"m_pos": 0.9, "m_neg": 0.1, "lam": 1.0},
+                                                                 {"m_pos": 0.6, "m_neg": 0.4, "lam": 0.5})):
     """Chapter 5: sliders for m+, m- and lambda redraw the loss of a present and an absent class (Eq. 4).
 
     ``state``: the arrays and settings of :func:`capsedu.teaching.margin.margin_loss_curves`, and ``figure``.
@@ -265,17 +368,21 @@ def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5)
         plot_margin_loss(curves, ax=axes[1], gradients=True)
         axes[0].set_title("loss of one digit capsule (Eq. 4)", fontsize=9)
         axes[1].set_title("its slope: the push on ||v|| in training", fontsize=9)
-        _show_figure(output, fig)
         return {**curves, "figure": fig}
 
-    box = _interactive_box([W.HBox(list(controls.values())), output], compute, controls)
+    def describe(v, _state):
+        return f"m+ = {v['m_pos']:.2f}, m- = {v['m_neg']:.2f}, lambda = {v['lam']:.2f}"
+
+    box = _interactive_box([W.HBox(list(controls.values())), output], compute, controls, figure=fig,
+                           output=output, snapshots=snapshots, describe=describe)
     box.update()
     return box
 
 
 # ----------------------------------------------------------------------------- chapter 6
 
-def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int = 0, limit: float = 0.25):
+def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int = 0, limit: float = 0.25,
+                        snapshots: Sequence[Mapping[str, Any]] = ({}, {"d0": -0.25}, {"d0": 0.25}, {"d5": 0.25})):
     """Chapter 6: a digit selector and one slider per capsule dimension that adds an offset to it;
     the decoder redraws the reconstruction live.
 
@@ -284,8 +391,10 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
         poses: ``(n_classes, digit_dim)``: for each class, the capsule vector of one example of it.
         digit: the class shown first.
         limit: slider range ``[-limit, limit]`` (the paper perturbs by up to 0.25).
+        snapshots: offsets drawn in the static rendering (for the digit shown).
 
     ``state``: ``digit``, ``offsets`` (digit_dim,), ``pose`` (the perturbed vector), ``image`` (H, W) numpy.
+    A text line under the image (``box.readout``) names the offsets and the capsule's length.
     """
     W = _ipywidgets()
     from .decoder import decode_capsule
@@ -299,6 +408,7 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
                                           continuous_update=False, layout=W.Layout(width="260px"))
     reset = W.Button(description="reset offsets")
     output = W.Output()
+    readout = W.HTML()
     fig, ax = _figure(1, 2.6, 2.6)
 
     def compute(values):
@@ -307,12 +417,17 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
         pose = poses[c] + offsets                                    # (digit_dim,) perturbed capsule
         image = decode_capsule(model, pose[None], c)[0].numpy()      # (H, W)
         draw_reconstruction(ax, image, f"digit {c}, ||v|| = {float(pose.norm()):.2f}")
-        _show_figure(output, fig)
+        readout.value = f"<pre class='capsedu-pose'>{_offsets_text(c, offsets, pose)}</pre>"
         return {"digit": c, "offsets": offsets.numpy(), "pose": pose.numpy(), "image": image, "figure": fig}
 
+    def describe(values, state):
+        return _offsets_text(state["digit"], torch.as_tensor(state["offsets"]), torch.as_tensor(state["pose"]))
+
     sliders = [controls[f"d{d}"] for d in range(dim)]
-    grid = W.GridBox(sliders, layout=W.Layout(grid_template_columns="repeat(4, 270px)"))
-    box = _interactive_box([W.HBox([controls["digit"], reset]), grid, output], compute, controls)
+    grid = W.GridBox(sliders, layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(260px, 1fr))"))
+    box = _interactive_box([W.HBox([controls["digit"], reset]), grid, output, readout], compute, controls,
+                           figure=fig, output=output, snapshots=snapshots, describe=describe)
+    box.readout = readout
 
     def on_reset(_button):
         box.update(**{f"d{d}": 0.0 for d in range(dim)})
@@ -320,3 +435,8 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
     reset.on_click(on_reset)
     box.update()
     return box
+
+
+def _offsets_text(digit: int, offsets: torch.Tensor, pose: torch.Tensor) -> str:
+    moved = [f"dim {d} {float(o):+.2f}" for d, o in enumerate(offsets) if float(o) != 0.0]
+    return f"digit {digit}, offsets: {', '.join(moved) or 'none'}; ||v|| = {float(pose.norm()):.3f}"
