@@ -46,8 +46,8 @@ def _number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import AUGMENTATIONS, DATASETS
-    from .models import MODELS, PRESETS
+    from .data import AUGMENTATIONS, DATASETS, PAIR_DATASETS
+    from .models import BASELINE_PRESETS, MODELS, PRESETS
     from .objectives import OBJECTIVES
     from .train import TrainConfig
 
@@ -61,23 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model. Defaults are shown in brackets; with --resume, options not "
                                    "given are taken from the checkpoint.")
     t.add_argument("--model", choices=sorted(MODELS), default=None, help=f"[{d.model}]")
-    t.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default=None,
+    t.add_argument("--preset", choices=["auto", *sorted(set(PRESETS) | set(BASELINE_PRESETS))], default=None,
                    help="model size: 'small' for CPUs, 'paper' for the paper's networks (CapsNet 8.2M parameters, "
-                        "baseline 35.4M), 'cifar10', 'smallnorb', 'svhn' for section 7's CapsNets; 'auto': the "
+                        "baseline 35.4M), 'cifar10', 'smallnorb', 'svhn' for section 7's CapsNets, 'affine-small' "
+                        "for a baseline matching the small CapsNet's parameters on a 40x40 canvas; 'auto': the "
                         f"data set's ('small' for MNIST, its paper network for the others) [{d.preset}]")
-    t.add_argument("--dataset", choices=sorted(DATASETS), default=None,
-                   help=f"mnist, cifar10, svhn or smallnorb (the README's Data section says where the files go) "
-                        f"[{d.dataset}]")
+    t.add_argument("--dataset", choices=sorted([*DATASETS, *PAIR_DATASETS]), default=None,
+                   help=f"mnist, cifar10, svhn or smallnorb (the README's Data section says where the files go), or "
+                        f"multimnist: fresh pairs of overlapping MNIST digits every epoch, tested on 10,000 fixed "
+                        f"pairs (section 6) [{d.dataset}]")
     t.add_argument("--epochs", type=_positive, default=None, help=f"[{d.epochs}]")
     t.add_argument("--batch-size", type=_positive, default=None, help=f"[{d.batch_size}]")
     t.add_argument("--lr", type=_number, default=None, help=f"initial Adam learning rate [{d.lr}]")
+    t.add_argument("--lr-decay", type=_number, default=None,
+                   help=f"the learning rate is multiplied by this every --decay-steps steps, smoothly [{d.lr_decay}]")
+    t.add_argument("--decay-steps", type=_positive, default=None, help=f"[{d.decay_steps}]")
     t.add_argument("--routing-iterations", type=_positive, default=None, help=f"[{d.routing_iterations}]")
     t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
                    help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
     t.add_argument("--no-reconstruction", dest="reconstruction", action="store_const", const=False, default=None,
                    help="train a CapsNet without the decoder")
     t.add_argument("--loss", choices=["auto", *sorted(OBJECTIVES)], default=None,
-                   help=f"'auto': margin (+ reconstruction) for a CapsNet, cross-entropy for the baseline [{d.loss}]")
+                   help=f"'auto': margin (+ reconstruction) for a CapsNet, cross-entropy for the baseline; on multimnist "
+                        f"pair-margin and pair-bce (a sigmoid per class) [{d.loss}]")
     t.add_argument("--reconstruction-weight", type=_number, default=None,
                    help=f"weight of the summed squared reconstruction error [{d.reconstruction_weight}]")
     t.add_argument("--augment-shift", type=_integer(0), default=None,
@@ -97,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the small MNIST subset shipped with capsedu")
     t.add_argument("--train-limit", type=_positive, default=None, help="train on the first N examples only")
     t.add_argument("--train-repeat", type=_positive, default=None,
-                   help=f"pass over the training examples N times per epoch (small --train-limit sets) [{d.train_repeat}]")
+                   help=f"pass over the training examples N times per epoch (small --train-limit sets; multimnist: "
+                        f"N fresh pairs per training digit) [{d.train_repeat}]")
     t.add_argument("--test-limit", type=_positive, default=None, help="test on the first N examples only")
     t.add_argument("--device", default=None, help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' [auto]")
     t.add_argument("--seed", type=_integer(0), default=None, help=f"[{d.seed}]")
@@ -155,7 +162,7 @@ def _export(args: argparse.Namespace) -> int:
     for name, measured in record["test_accuracy_shipped"].items():
         if measured:
             print(f"shipped weights, {name} MNIST test set: {100 * measured['accuracy']:.2f}% "
-                  f"of {measured['examples']} digits")
+                  f"of {measured['examples']} test examples")
     return 0
 
 
@@ -188,9 +195,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import Batches, load_split
     from .models import CapsNet
-    from .train import checkpoint_test_transform, evaluate, select_device
+    from .train import checkpoint_test_batches, evaluate, select_device
 
     device = select_device(args.device)
     model, state = load_model(args.checkpoint, map_location=device)
@@ -201,16 +207,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         model.routing_iterations = args.routing_iterations
     train_config = state.get("train_config", {})
     dataset = train_config.get("dataset", "mnist")
-    test_transform = checkpoint_test_transform(train_config)  # e.g. CIFAR-10's central 24x24 crop
-    split = load_split(dataset, "test", root=args.data, subset=True if args.subset else None)
-    batches = Batches(split, args.batch_size, augment=test_transform, device=device, limit=args.test_limit)
-    shape = test_transform.output_shape(*split.image_shape) if test_transform is not None else split.image_shape
+    batches, objective, split, shape = checkpoint_test_batches(
+        train_config, root=args.data, subset=True if args.subset else None, batch_size=args.batch_size,
+        device=device, limit=args.test_limit)
     expected = (model.config.in_channels, model.config.image_size, model.config.image_size)
     if tuple(shape) != expected:
-        after = f" after {test_transform!r}" if test_transform is not None else ""
         raise ValueError(f"{args.checkpoint} takes {'x'.join(map(str, expected))} images, but the {dataset} test "
-                         f"images are {'x'.join(map(str, shape))}{after}")
-    metrics = evaluate(model, batches, progress=True)
+                         f"images are {'x'.join(map(str, shape))} after the run's test transform")
+    metrics = evaluate(model, batches, objective, progress=True)
     iterations = model.routing_iterations if isinstance(model, CapsNet) else 0
     print(f"{args.checkpoint}: error {metrics['error'] * 100:.2f}%, loss {metrics['loss']:.4f} "
           f"on {metrics['examples']} {split.source} {dataset} test examples, {iterations} routing iterations")

@@ -9,7 +9,8 @@ The training loop (:mod:`capsedu.train`) knows nothing else about losses, so the
   loss is summed over every present class and a prediction counts as right when the ``k``
   longest capsules are exactly the ``k`` present classes);
 * two overlapping digits, each reconstructed from its own capsule (:class:`PairMarginLoss`,
-  MultiMNIST, section 6);
+  MultiMNIST, section 6), and the same pairs for a logits model such as the baseline CNN
+  (:class:`PairCrossEntropy`: sigmoid cross-entropy on every class);
 * the baseline CNN, or a CapsNet whose scaled lengths are read as logits, with cross-entropy
   (:class:`CrossEntropy`).
 
@@ -27,8 +28,8 @@ from .distributed import unwrap
 from .losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
 from .models import CapsNet, CapsNetOutput
 
-__all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "PairMarginLoss", "OBJECTIVES", "make_objective",
-           "default_objective", "scores", "count_correct"]
+__all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "PairMarginLoss", "PairCrossEntropy", "OBJECTIVES",
+           "PAIR_OBJECTIVES", "make_objective", "default_objective", "scores", "count_correct"]
 
 
 class StepResult(NamedTuple):
@@ -157,7 +158,29 @@ class CrossEntropy(Objective):
         return {"name": self.name, "scale": self.scale}
 
 
-class PairMarginLoss(Objective):
+class _PairObjective(Objective):
+    """Base of the objectives for pair batches (MultiMNIST): checks them and shows the model the overlay only."""
+
+    @staticmethod
+    def _check(images: torch.Tensor, targets: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError("pair batches need images (batch, 3, H, W): the overlay and each digit alone, got "
+                             f"{tuple(images.shape)}")
+        if targets.dim() != 2 or targets.shape[1] != 2 or targets.is_floating_point():
+            raise ValueError(f"pair batches need targets (batch, 2) of class indices, got {tuple(targets.shape)} "
+                             f"{targets.dtype}")
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
+        self._check(images, targets)
+        return model(images[:, :1])  # the overlay only; PairMarginLoss drives the decoder per digit itself
+
+    @staticmethod
+    def _both(targets: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
+        """Multi-hot ``(batch, n_classes)`` with ones at the two classes of each pair."""
+        return F.one_hot(targets, n_classes).sum(dim=1).clamp(max=1).to(dtype)
+
+
+class PairMarginLoss(_PairObjective):
     """Two overlapping digits (MultiMNIST, section 6): the margin loss on both classes, and each digit
     reconstructed from its own capsule.
 
@@ -175,23 +198,12 @@ class PairMarginLoss(Objective):
                  m_neg: float = 0.1, lam: float = 0.5):
         self.margin = MarginLoss(reconstruction_weight, m_pos, m_neg, lam)
 
-    @staticmethod
-    def _check(images: torch.Tensor, targets: torch.Tensor) -> None:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError("pair batches need images (batch, 3, H, W): the overlay and each digit alone, got "
-                             f"{tuple(images.shape)}")
-        if targets.dim() != 2 or targets.shape[1] != 2 or targets.is_floating_point():
-            raise ValueError(f"pair batches need targets (batch, 2) of class indices, got {tuple(targets.shape)} "
-                             f"{targets.dtype}")
-
-    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
-        self._check(images, targets)
-        return model(images[:, :1])  # the decoder is driven per digit in loss()
-
     def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> StepResult:
         output = self.forward(model, images, targets)
-        n_classes = output.lengths.shape[1]
-        both = F.one_hot(targets, n_classes).sum(dim=1).clamp(max=1).to(output.lengths.dtype)  # (batch, n_classes)
+        if not isinstance(output, CapsNetOutput):
+            raise ValueError("the pair margin loss needs capsule lengths, but the model returned "
+                             f"{type(output).__name__}; train a logits model on pairs with pair-bce")
+        both = self._both(targets, output.lengths.shape[1], output.lengths.dtype)  # (batch, n_classes)
         terms = {"margin": margin_loss(output.lengths, both, self.margin.m_pos, self.margin.m_neg, self.margin.lam)}
         inner = unwrap(model)
         weight = self.margin.reconstruction_weight
@@ -207,9 +219,36 @@ class PairMarginLoss(Objective):
         return {**self.margin.settings(), "name": self.name}
 
 
+class PairCrossEntropy(_PairObjective):
+    """Two overlapping digits for a logits model, e.g. the baseline CNN on MultiMNIST (section 6).
+
+    Same batches as :class:`PairMarginLoss` (the model sees only the overlay). Each class gets its own
+    sigmoid readout: the loss is the binary cross-entropy of every class's logit against 1 for the two
+    present classes and 0 for the others, summed over the classes (as Eq. 4 sums over the digit
+    capsules) and averaged over the batch. A prediction is right when the two largest logits are the two
+    classes, the rule the paper applies to the two longest capsules. The paper does not give its
+    MultiMNIST baseline's loss; independent sigmoids are the usual multi-label choice (a softmax would
+    make the two classes compete for one unit of probability).
+    """
+
+    name = "pair-bce"
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> StepResult:
+        output = self.forward(model, images, targets)
+        if isinstance(output, CapsNetOutput):
+            raise ValueError("pair-bce reads logits, but the model returned capsules; train a CapsNet on pairs "
+                             "with pair-margin")
+        both = self._both(targets, output.shape[1], torch.float32)  # (batch, n_classes)
+        loss = F.binary_cross_entropy_with_logits(output.float(), both, reduction="none").sum(dim=1).mean()
+        return StepResult(loss, count_correct(output.detach(), both), output, {"bce": loss.detach()})
+
+
 #: Objectives by name, as ``TrainConfig.loss`` and ``capsedu train --loss`` spell them.
 OBJECTIVES: Dict[str, Callable[..., Objective]] = {"margin": MarginLoss, "cross-entropy": CrossEntropy,
-                                                   "pair-margin": PairMarginLoss}
+                                                   "pair-margin": PairMarginLoss, "pair-bce": PairCrossEntropy}
+
+#: The objectives that train on pair batches (MultiMNIST), by the model kind they need.
+PAIR_OBJECTIVES: Dict[str, str] = {"pair-margin": "capsnet", "pair-bce": "baseline"}
 
 
 def make_objective(name: str, **settings: Any) -> Objective:

@@ -41,7 +41,7 @@ from .distributed import DistContext, unwrap
 from .fast import autocast, optimize, resolve_amp
 from .interrupts import DeferredInterrupt, SafeStop
 from .models import BASELINE_PRESETS, MODELS, PRESETS, model_record
-from .objectives import OBJECTIVES, Objective, default_objective, make_objective
+from .objectives import OBJECTIVES, PAIR_OBJECTIVES, Objective, default_objective, make_objective
 from .routing import GRADIENT_MODES
 from .run_directory import CHECKPOINT_NAME, HISTORY_NAME, RunDirectory, RunDirectoryError
 
@@ -322,7 +322,8 @@ class TrainConfig:
     preset: str = "auto"                 # model size: "small" (CPU) or "paper" (CapsNet and baseline alike), a data
                                          # set's CapsNet ("cifar10", "smallnorb", "svhn"), or "auto": the data set's
                                          # (capsedu.data.recipes: "small" for MNIST; "small" for the baseline)
-    dataset: str = "mnist"               # a name in capsedu.data.DATASETS
+    dataset: str = "mnist"               # a name in capsedu.data.DATASETS, or "multimnist" (capsedu.data.PAIR_DATASETS:
+                                         # fresh pairs of MNIST training digits every epoch, section 6)
     epochs: int = 1
     batch_size: int = 128
     lr: float = 1e-3
@@ -331,7 +332,8 @@ class TrainConfig:
     routing_iterations: int = 3
     routing_gradient: str = "all"
     reconstruction: bool = True          # CapsNet with the decoder
-    loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline) or a name
+    loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline; on pairs
+                                         # pair-margin and pair-bce) or a name in capsedu.objectives.OBJECTIVES
     reconstruction_weight: float = 0.0005  # section 4.1; used by the margin loss when there is a decoder
     augment_shift: int = 2               # paper: random shifts of up to 2 pixels (for "shift" augmentation)
     augment: str = "auto"                # "auto" (the data set's recipe), "shift", "crop" or "none"
@@ -342,7 +344,8 @@ class TrainConfig:
     data: Optional[str] = None           # data root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
     subset: Optional[bool] = None        # True: shipped subset; None: full data, subset if unavailable
     train_limit: Optional[int] = None    # use only the first N training / test examples
-    train_repeat: int = 1                # one epoch passes over the training examples this many times
+    train_repeat: int = 1                # one epoch passes over the training examples this many times (pairs:
+                                         # an epoch is this many fresh pairs per training digit)
     test_limit: Optional[int] = None
     eval_batch_size: int = 500
     checkpoint_every: int = 0            # also checkpoint every N steps (0: at epoch ends only)
@@ -354,15 +357,17 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every setting; one ``ValueError`` naming the first bad one."""
-        from .data import AUGMENTATIONS, DATASETS
+        from .data import AUGMENTATIONS, DATASETS, PAIR_DATASETS
 
         def choice(name: str, options) -> None:
             if getattr(self, name) not in options:
                 raise ValueError(f"{_flag(name)} must be one of {sorted(options)}, got {getattr(self, name)!r}")
 
         choice("model", MODELS)
-        choice("preset", ["auto", *PRESETS])
-        choice("dataset", DATASETS)
+        choice("preset", ["auto", *PRESETS, *BASELINE_PRESETS])
+        if self.model == "capsnet" and self.preset not in ("auto", *PRESETS):
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)} for a CapsNet, got {self.preset!r}")
+        choice("dataset", [*DATASETS, *PAIR_DATASETS])
         choice("augment", AUGMENTATIONS)
         choice("routing_gradient", GRADIENT_MODES)
         choice("loss", ["auto", *OBJECTIVES])
@@ -383,11 +388,12 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+            raise ValueError(f"{_flag('lr_decay')} must lie in (0, 1], got {self.lr_decay}")
         if self.reconstruction_weight < 0:
             raise ValueError(f"--reconstruction-weight must be >= 0, got {self.reconstruction_weight}")
         if self.model == "baseline" and self.loss == "margin":
             raise ValueError("the baseline CNN returns logits: train it with --loss cross-entropy (or auto)")
+        self._validate_pairs(PAIR_DATASETS)
         for name in ("compile", "amp", "channels_last"):
             if getattr(self, name) not in (True, False, "auto"):
                 raise ValueError(f"{name} must be True, False or 'auto', got {getattr(self, name)!r}")
@@ -398,6 +404,27 @@ class TrainConfig:
             raise ValueError(f"subset must be None, True or False, got {self.subset!r}")
         self.transforms()  # e.g. --crop-size without cropping
         return self
+
+    def _validate_pairs(self, pair_datasets) -> None:
+        """Pair data sets (MultiMNIST) make their own 36x36 canvases and train with a pair objective only."""
+        pair_loss = {model: loss for loss, model in PAIR_OBJECTIVES.items()}
+        if self.dataset in pair_datasets:
+            if self.augment not in ("auto", "none"):
+                raise ValueError(f"--augment {self.augment} does not apply to {self.dataset}: its digits are shifted "
+                                 f"by up to 4 pixels as the pairs are made; drop --augment")
+            for name in ("crop_size", "canvas_size"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{_flag(name)} does not apply to {self.dataset}: its pairs come on their own "
+                                     f"canvases; drop {_flag(name)}")
+            if self.loss != "auto" and self.loss not in PAIR_OBJECTIVES:
+                raise ValueError(f"{self.dataset} trains on pairs of digits: use --loss "
+                                 f"{pair_loss.get(self.model, 'pair-bce')} (or auto), not {self.loss}")
+        elif self.loss in PAIR_OBJECTIVES:
+            raise ValueError(f"--loss {self.loss} trains on pairs of digits: add --dataset "
+                             f"{' or '.join(sorted(pair_datasets))}")
+        if self.loss in PAIR_OBJECTIVES and PAIR_OBJECTIVES[self.loss] != self.model:
+            raise ValueError(f"--loss {self.loss} is for the {PAIR_OBJECTIVES[self.loss]}; the {self.model} trains on "
+                             f"pairs with --loss {pair_loss.get(self.model, 'pair-bce')} (or auto)")
 
     def resolved_preset(self) -> str:
         """The model preset that ``preset="auto"`` stands for: the data set's CapsNet (its recipe in
@@ -433,13 +460,20 @@ class TrainConfig:
         return MODELS[self.model](**sizes)
 
     def build_objective(self) -> Objective:
-        """The configured loss (``"auto"``: the paper's for the model)."""
-        if self.loss == "auto":
-            return make_objective("margin", reconstruction_weight=self.reconstruction_weight) \
-                if self.model == "capsnet" else make_objective("cross-entropy")
-        if self.loss == "margin":
-            return make_objective("margin", reconstruction_weight=self.reconstruction_weight)
-        return make_objective(self.loss)
+        """The configured loss (``"auto"``: the paper's for the model and data: margin / cross-entropy, and on
+        pairs (MultiMNIST) pair-margin for a CapsNet / pair-bce for a logits model)."""
+        from .data import PAIR_DATASETS
+
+        loss = self.loss
+        if loss == "auto":
+            pairs = self.dataset in PAIR_DATASETS
+            if self.model == "capsnet":
+                loss = "pair-margin" if pairs else "margin"
+            else:
+                loss = "pair-bce" if pairs else "cross-entropy"
+        if loss in ("margin", "pair-margin"):
+            return make_objective(loss, reconstruction_weight=self.reconstruction_weight)
+        return make_objective(loss)
 
 
 #: Settings a resumed run may change: how long, where, on what hardware, how often to save, how to
@@ -532,6 +566,36 @@ def checkpoint_test_transform(train_config: Dict[str, Any]) -> Optional[Any]:
     return config.transforms()[1]
 
 
+class CheckpointTest(NamedTuple):
+    """What :func:`checkpoint_test_batches` returns."""
+
+    batches: Any                 # Batches or PairBatches
+    objective: Optional[Objective]  # the run's objective for pair data, else None (the model's default)
+    split: Any                   # the ImageSplit of test images (digits, for pairs)
+    shape: Tuple[int, int, int]  # (C, H, W) the model receives
+
+
+def checkpoint_test_batches(train_config: Dict[str, Any], root: Optional[str] = None, subset: Optional[bool] = None,
+                            batch_size: int = 500, device: Any = "cpu", limit: Optional[int] = None,
+                            download: bool = True) -> CheckpointTest:
+    """The test set of the run a checkpoint's ``train_config`` describes, as that run tested itself: the data
+    set's test split after its test transform, or for MultiMNIST the fixed test pairs scored with the run's
+    pair objective. Used by ``capsedu evaluate`` and by the shipped models' records."""
+    from .data import PAIR_DATASETS, Batches, load_split, pair_test_batches
+
+    dataset = train_config.get("dataset", "mnist")
+    if dataset in PAIR_DATASETS:
+        split = load_split(PAIR_DATASETS[dataset], "test", root=root, subset=subset, download=download)
+        batches = pair_test_batches(split, batch_size, device=device, limit=limit)
+        known = {k: v for k, v in train_config.items() if k in {f.name for f in fields(TrainConfig)}}
+        return CheckpointTest(batches, TrainConfig(**known).build_objective(), split, tuple(batches.image_shape))
+    transform = checkpoint_test_transform(train_config)  # e.g. CIFAR-10's central 24x24 crop
+    split = load_split(dataset, "test", root=root, subset=subset, download=download)
+    shape = transform.output_shape(*split.image_shape) if transform is not None else tuple(split.image_shape)
+    return CheckpointTest(Batches(split, batch_size, augment=transform, device=device, limit=limit), None, split,
+                          tuple(shape))
+
+
 def _effective(config: TrainConfig, name: str) -> Any:
     """The setting ``name`` of ``config`` with ``"auto"`` replaced by what it means for the data set."""
     from .data import recipe_for
@@ -586,7 +650,8 @@ def fit(config: TrainConfig, *, resume: Optional[os.PathLike] = None, overwrite:
 def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, progress: bool,
          log: Callable[[str], None], ctx: DistContext, dist_device: Optional[torch.device],
          run_dir: RunDirectory, interrupt: DeferredInterrupt) -> FitResult:
-    from .data import Batches, load_split  # data imports torchvision; keep `import capsedu.train` light
+    # data imports torchvision; keep `import capsedu.train` light
+    from .data import PAIR_DATASETS, Batches, PairBatches, load_split, pair_test_batches
     from .distributed import wrap_model
 
     if not ctx.is_main:
@@ -606,13 +671,15 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
                                 f"--resume, start over with --overwrite, or choose another --output")
     device = dist_device or select_device(config.device)
 
-    train_split = load_split(config.dataset, "train", root=config.data, subset=config.subset)
-    test_split = load_split(config.dataset, "test", root=config.data, subset=config.subset)
+    pairs_of = PAIR_DATASETS.get(config.dataset)  # MultiMNIST: pairs of MNIST digits made on the fly
+    digits = pairs_of or config.dataset
+    train_split = load_split(digits, "train", root=config.data, subset=config.subset)
+    test_split = load_split(digits, "test", root=config.data, subset=config.subset)
     limit = config.train_limit
     used_images = train_split.images[:limit] if limit else train_split.images
     used_labels = train_split.labels[:limit] if limit else train_split.labels
     fingerprint = data_fingerprint(used_images, used_labels, config.dataset, train_split.source)
-    if config.train_repeat > 1:  # a small training set seen several times per epoch (fresh augmentation each time)
+    if config.train_repeat > 1 and not pairs_of:  # a small training set seen several times per epoch (fresh augmentation)
         repeat = (config.train_repeat,) + (1,) * (used_images.dim() - 1)
         train_split = replace(train_split, images=used_images.repeat(*repeat),
                               labels=used_labels.repeat(config.train_repeat, *([1] * (used_labels.dim() - 1))))
@@ -628,18 +695,32 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     augment, test_transform = config.transforms()  # the data set's recipe, e.g. RandomCrop(24) / CenterCrop(24)
-    train_batches = Batches(train_split, config.batch_size, shuffle=True, augment=augment,
-                            device=device, generator=generator, limit=limit)
-    test_batches = Batches(test_split, config.eval_batch_size, augment=test_transform, device=device,
-                           limit=config.test_limit)
+    if pairs_of:
+        # Section 6 makes pairs on the fly: every epoch draws its pairs' seed from `generator`, whose
+        # start-of-epoch state the checkpoints keep, so a resumed epoch remakes exactly the same pairs.
+        # The test set is fixed (capsedu.data.multimnist.TEST_PAIRS pairs of test digits, TEST_SEED).
+        digits_used = train_split.take(limit) if limit else train_split
+        train_batches = PairBatches(digits_used, len(digits_used) * config.train_repeat, config.batch_size,
+                                    generator=generator, device=device)
+        test_batches = pair_test_batches(test_split, config.eval_batch_size, device=device, limit=config.test_limit)
+        input_shape = train_batches.image_shape
+    else:
+        train_batches = Batches(train_split, config.batch_size, shuffle=True, augment=augment,
+                                device=device, generator=generator, limit=limit)
+        test_batches = Batches(test_split, config.eval_batch_size, augment=test_transform, device=device,
+                               limit=config.test_limit)
+        input_shape = model_input_shape(train_split.image_shape, test_split.image_shape, augment, test_transform)
 
-    model = config.build_model(model_input_shape(train_split.image_shape, test_split.image_shape, augment,
-                                                 test_transform), train_split.n_classes).to(device)
-    log(f"{train_split.source} {config.dataset}: {train_batches.num_examples} training / "
-        f"{test_batches.num_examples} test images {'x'.join(map(str, train_split.image_shape))}; "
-        f"training on {augment or 'whole images'}, testing on "
-        f"{test_transform or 'whole images'}; {config.model} {config.resolved_preset()!r}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    model = config.build_model(input_shape, train_split.n_classes).to(device)
+    about = f"{config.model} {config.resolved_preset()!r}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    if pairs_of:
+        log(f"{config.dataset} of {train_split.source} {pairs_of}: {train_batches.num_examples} fresh training pairs "
+            f"per epoch (of {len(train_batches.split)} digits) / "
+            f"{test_batches.num_examples} fixed test pairs, {'x'.join(map(str, input_shape))}; {about}")
+    else:
+        log(f"{train_split.source} {config.dataset}: {train_batches.num_examples} training / "
+            f"{test_batches.num_examples} test images {'x'.join(map(str, train_split.image_shape))}; "
+            f"training on {augment or 'whole images'}, testing on {test_transform or 'whole images'}; {about}")
     optimize(model, compile=config.compile, channels_last=config.channels_last)
     amp = resolve_amp(config.amp, device)
     objective = config.build_objective()

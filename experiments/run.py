@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from . import affine_robustness, data_efficiency, mnist_table
+from . import affine_robustness, data_efficiency, mnist_table, multimnist
 from .runner import REPO, execute
 
-EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness)}
+EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -13,11 +13,12 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
 from capsedu._io import atomic_write
+from capsedu.teaching.records import load_records  # the chapter reads records with the same function
 from capsedu.train import TrainConfig, fit
 
 __all__ = ["Run", "RECORD_FORMAT", "execute", "record_path", "load_records", "validate_record", "REPO"]
@@ -123,9 +124,3 @@ def validate_record(record: Dict[str, Any]) -> None:
     if record["history"][-1]["test_error"] != record["test_error"]:
         raise ValueError("test_error is not the last epoch's")
     TrainConfig(**record["config"]).validate()
-
-
-def load_records(experiment: str, scale: str, results: Path = REPO / "experiments" / "results") -> List[Dict[str, Any]]:
-    """Every record of ``experiment`` at ``scale``, sorted by run name."""
-    folder = results / experiment / scale
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]

@@ -1,5 +1,9 @@
 """Small shared fixtures for the training and resume tests."""
+import os
+import signal
+
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from capsedu.train import TrainConfig
 
@@ -27,3 +31,15 @@ def assert_same_weights(a, b, exact=False):
             assert torch.equal(a[k], b[k]), f"{k} differs (max {float((a[k] - b[k]).abs().max()):.3g})"
         else:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def send_sigint_at_optimizer_step(n):
+    """Deliver SIGINT from inside the n-th ``optimizer.step()`` call, before it has updated the weights."""
+    calls = {"n": 0}
+
+    def hook(optimizer, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return register_optimizer_step_pre_hook(hook)

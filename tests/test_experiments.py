@@ -3,13 +3,12 @@ committed record is valid."""
 import json
 
 import pytest
-import torch
 
 from capsedu.checkpoint import load_checkpoint
 from capsedu.train import TrainConfig, fit
 from experiments import data_efficiency, mnist_table
 from experiments.run import EXPERIMENTS, main
-from experiments.runner import REPO, Run, execute, load_records, record_path, validate_record
+from experiments.runner import REPO, execute, record_path, validate_record
 from run_fixtures import quiet
 
 
@@ -66,3 +65,43 @@ def test_every_committed_record_is_valid():
         validate_record(record)
         assert path.stem == record["run"] and path.parent.name == record["scale"]
         assert path.parent.parent.name == record["experiment"]
+
+
+def test_the_multimnist_experiment_at_tiny_scale_records_the_papers_rule_overlap_and_numbers(tmp_path):
+    from experiments import multimnist
+
+    runs = multimnist.runs("tiny")
+    assert [r.name for r in runs] == ["capsnet-r3-recon-seed0", "capsnet-r1-recon-seed0", "baseline-seed0"]
+    assert [r.labels["paper_error"] for r in runs] == [5.2, 7.5, 8.1]
+    assert [r.labels["loss"] for r in runs] == ["pair-margin", "pair-margin", "pair-bce"]
+    assert main(["multimnist", "--scale", "tiny", "--only", "baseline-seed0", "--results", str(tmp_path / "r"),
+                 "--runs", str(tmp_path / "c")]) == 0
+    record = json.loads(record_path(runs[2], tmp_path / "r").read_text())
+    validate_record(record)
+    extra = record["extra"]
+    assert extra["multimnist_test_error"] == pytest.approx(record["test_error"])  # the history's test is the rule's
+    assert extra["multimnist_test_pairs"] == 100 and 0.6 < extra["mean_overlap"] < 0.85
+    assert extra["paper_error_percent"] == {"capsnet-r3-recon": 5.2, "capsnet-r1-recon": 7.5, "baseline": 8.1}
+    assert record["config"]["dataset"] == "multimnist" and record["config"]["model"] == "baseline"
+
+
+def test_the_multimnist_cpu_scale_trains_five_epochs_of_60000_fresh_pairs():
+    from experiments import multimnist
+
+    for run in multimnist.runs("cpu"):
+        c = run.config.validate()
+        assert (c.dataset, c.preset, c.epochs, c.batch_size, c.train_repeat, c.train_limit) == \
+            ("multimnist", "small", 5, 128, 1, None)
+    paper = multimnist.runs("paper")[0].config
+    assert paper.epochs * paper.train_repeat * 60000 == 60_000_000  # the paper's 60M training pairs
+
+
+def test_the_affine_baseline_has_about_as_many_parameters_as_the_capsnet_as_in_section_5_2():
+    from capsedu.models import count_parameters
+    from experiments import affine_robustness
+
+    runs = {r.name: r for r in affine_robustness.runs("cpu")}
+    counts = {name: count_parameters(run.config.build_model((1, 40, 40)))
+              for name, run in runs.items() if name in ("capsnet-seed0", "baseline-seed0")}
+    assert abs(counts["baseline-seed0"] / counts["capsnet-seed0"] - 1) < 0.01, counts
+    assert runs["capsnet-r1-seed0"].config.routing_iterations == 1

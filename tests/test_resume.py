@@ -9,14 +9,13 @@ import time
 
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import capsedu.train as train_mod
-from capsedu.checkpoint import load_checkpoint, save_checkpoint
+from capsedu.checkpoint import load_checkpoint
 from capsedu.interrupts import DeferredInterrupt, SafeStop
 from capsedu.run_directory import RunDirectory, RunDirectoryError
 from capsedu.train import fit
-from run_fixtures import assert_same_weights, quiet, tiny_config, weights
+from run_fixtures import assert_same_weights, quiet, send_sigint_at_optimizer_step, tiny_config, weights
 
 
 def without_seconds(history):
@@ -28,18 +27,6 @@ def straight(tmp_path_factory):
     """The uninterrupted reference run every interrupted run must reproduce exactly."""
     result = fit(tiny_config(tmp_path_factory.mktemp("straight")), progress=False, log=quiet)
     return weights(result.model), result.history
-
-
-def send_sigint_at_optimizer_step(n):
-    """Deliver SIGINT from inside the n-th ``optimizer.step()`` call, before it has updated the weights."""
-    calls = {"n": 0}
-
-    def hook(optimizer, args, kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    return register_optimizer_step_pre_hook(hook)
 
 
 @pytest.mark.parametrize("step", [2, 4])  # inside the first epoch, and the second

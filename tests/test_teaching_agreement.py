@@ -38,14 +38,26 @@ def test_toy_votes_routing_favours_the_agreeing_clusters():
     assert c[0, info["outlier"], 0] < 0.2
 
 
-def test_routing_convergence_measures_distances_from_the_last_iteration():
+def test_routing_convergence_measures_successive_steps():
     g = torch.Generator().manual_seed(0)
     trace = routing_trace(torch.randn(2, 20, 4, 6, generator=g) * 0.3, iterations=5)
     conv = agreement.routing_convergence(trace)
     np.testing.assert_allclose(conv["logit_change"], trace.logit_changes().numpy())
-    assert len(conv["coupling_diff"]) == len(conv["output_diff"]) == 4
-    first_c = (trace.couplings[0] - trace.couplings[-1]).abs().mean()
-    first_v = (trace.outputs[0] - trace.outputs[-1]).norm(dim=-1).mean()
-    assert conv["coupling_diff"][0] == pytest.approx(float(first_c))
-    assert conv["output_diff"][0] == pytest.approx(float(first_v))
-    assert conv["coupling_diff"][-1] < conv["coupling_diff"][0]
+    assert len(conv["coupling_step"]) == len(conv["output_step"]) == len(conv["logit_change_step"]) == 4
+    assert len(conv["longest_output"]) == 5
+    # step k = 2 compares iteration 2 with iteration 1 (the uniform couplings)
+    assert conv["coupling_step"][0] == pytest.approx(float((trace.couplings[1] - trace.couplings[0]).abs().mean()))
+    assert conv["output_step"][-1] == pytest.approx(float((trace.outputs[4] - trace.outputs[3]).norm(dim=-1).mean()))
+    added = [b1 - b0 for b0, b1 in zip(trace.logits[:-1], trace.logits[1:])]
+    assert conv["logit_change_step"][1] == pytest.approx(float((added[2] - added[1]).abs().mean()))
+    assert conv["longest_output"][2] == pytest.approx(float(trace.outputs[2].norm(dim=-1).max(-1).values.mean()))
+
+
+def test_routing_convergence_steps_vanish_when_routing_has_settled():
+    # one parent, so the couplings are 1 from the start and the output never changes after iteration 1;
+    # the logits still grow by the same agreement every iteration: a constant change, not zero
+    u_hat = torch.randn(3, 8, 1, 4, generator=torch.Generator().manual_seed(1))
+    conv = agreement.routing_convergence(routing_trace(u_hat, iterations=4))
+    assert conv["coupling_step"].max() == 0.0 and conv["output_step"].max() == 0.0
+    assert conv["logit_change_step"].max() < 1e-6
+    assert conv["logit_change"].min() > 0.01

@@ -99,14 +99,15 @@ def test_votes_and_couplings_draw_one_arrow_and_one_number_per_vote():
     assert im.get_array().shape == (7, 3) and len(axes[3].texts) == 21
 
 
-def test_routing_dynamics_plot_draws_the_convergence_arrays():
-    conv = {"logit_change": np.array([0.5, 0.3, 0.2]), "coupling_diff": np.array([0.1, 0.01]),
-            "output_diff": np.array([0.2, 0.03])}
+def test_routing_dynamics_plot_draws_the_logit_changes_and_the_successive_steps():
+    conv = {"logit_change": np.array([0.5, 0.3, 0.2]), "coupling_step": np.array([0.1, 0.01]),
+            "output_step": np.array([0.2, 0.03])}
     fig, (a, b) = plt.subplots(1, 2)
     drawn = plots.plot_routing_dynamics(a, b, conv)
     assert [bar.get_height() for bar in drawn["bars"]] == [0.5, 0.3, 0.2]
     np.testing.assert_array_equal(drawn["lines"][0].get_ydata(), [0.1, 0.01])
-    np.testing.assert_array_equal(drawn["lines"][1].get_xdata(), [1, 2])
+    np.testing.assert_array_equal(drawn["lines"][1].get_xdata(), [2, 3])        # step k compares k with k - 1
+    assert b.get_yscale() == "log"
 
 
 def test_diagram_and_cost_plots_show_table_values(rows):
@@ -155,3 +156,16 @@ def test_draw_reconstruction_shows_the_image_in_unit_range():
     im = plots.draw_reconstruction(ax, image, "digit 3")
     np.testing.assert_array_equal(im.get_array(), image)
     assert im.get_clim() == (0, 1) and ax.get_title() == "digit 3"
+
+
+def test_strongest_dimensions_plot_draws_one_large_panel_per_digit():
+    grid = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5) / 120
+    panels = [("digit 0", grid, ["dim 7", "dim 2"]), ("digit 1", grid[:1], ["dim 3"]), ("digit 2", grid, ["a", "b"])]
+    fig, tiled = plots.plot_strongest_dimensions(panels, deltas=(-0.1, 0.0, 0.1), ncols=2)
+    assert len(tiled) == 3 and tiled[0].shape == (8, 15) and tiled[1].shape == (4, 15)
+    np.testing.assert_array_equal(tiled[0][4:8, 10:15], grid[1, 2].numpy())
+    axes = fig.axes
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["dim 7", "dim 2"]
+    assert axes[1].get_title() == "digit 1" and not axes[3].axison          # the unused fourth panel is blank
+    assert fig.get_figwidth() == pytest.approx(2 * (3 * 0.46 + 1.0))
+

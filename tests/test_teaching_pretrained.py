@@ -35,7 +35,7 @@ def test_export_writes_a_record_with_the_measured_accuracy_of_the_float16_weight
     import json
 
     out = export_pretrained(PRETRAINED_PATH, tmp_path / "copy.pt", command="capsedu train")
-    record = json.loads((tmp_path / "copy.json").read_text())
+    record = json.loads(out.with_suffix(".json").read_text())
     assert record["command"] == "capsedu train" and record["dtype"] == "float16"
     subset = record["test_accuracy_shipped"]["subset"]
     assert subset["examples"] == 1000 and 0.9 < subset["accuracy"] <= 1.0

@@ -143,3 +143,49 @@ def test_perturbation_widget_prints_the_offsets_it_decodes():
     html = w.static_html()
     assert html.count("<figure>") == 2 and "dim 3 +0.25" in html
     assert w.state["offsets"][3] == pytest.approx(-0.1)          # the live setting is back after the snapshots
+
+
+def _descendants(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _descendants(child)
+
+
+def test_no_widget_has_a_fixed_width_and_rows_of_controls_wrap():
+    """A JupyterLab output area can be under 1000 px wide: controls must wrap or shrink, never overflow."""
+    torch.manual_seed(0)
+    model = CapsNet("small").eval()
+    poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
+    built = [widgets.pooling_widget(), widgets.squash_widget(), widgets.routing_widget(),
+             widgets.architecture_widget("small"), widgets.margin_loss_widget(),
+             widgets.perturbation_widget(model, poses, digit=1)]
+    for box in built:
+        for w in _descendants(box):
+            width = getattr(w.layout, "width", None)
+            assert width in (None, "", "auto", "100%"), f"{type(w).__name__} {getattr(w, 'description', '')}: width {width}"
+            if type(w).__name__ == "HBox":
+                assert w.layout.flex_flow == "row wrap", f"an HBox in {type(box).__name__} does not wrap"
+            if type(w).__name__ == "GridBox":
+                assert "auto-fill" in w.layout.grid_template_columns and "minmax" in w.layout.grid_template_columns
+    grid = next(w for w in _descendants(built[-1]) if type(w).__name__ == "GridBox")
+    assert len(grid.children) == 16 and all(s.layout.width == "auto" for s in grid.children)
+
+
+def test_perturbation_widget_shows_the_full_grid_of_the_digit_ranked():
+    from capsedu.teaching.decoder import perturbation_grid, rank_dimensions
+
+    torch.manual_seed(0)
+    model = CapsNet("small").eval()
+    poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
+    w = widgets.perturbation_widget(model, poses, digit=2)
+    order, effects = rank_dimensions(perturbation_grid(model, poses[2], 2))
+    assert w.state["ranking"] == order
+    np.testing.assert_allclose(w.state["effects"], effects.numpy())
+    assert w.state["grid"].shape == (16, 11, 28, 28)
+    ax_grid = w.figure.axes[1]
+    assert [t.get_text() for t in ax_grid.get_yticklabels()] == [f"dim {d}" for d in order]
+    assert f"dim {order[0]} ({float(effects[0]):.3f})" in w.readout.value
+    w.update(d3=0.2)                                       # editing the capsule leaves the unedited grid alone
+    assert w.state["ranking"] == order
+    w.update(digit=5)
+    assert w.state["ranking"] == rank_dimensions(perturbation_grid(model, poses[5], 5))[0]

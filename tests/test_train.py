@@ -9,7 +9,7 @@ from capsedu import BaselineCNN, CapsNet, margin_loss
 from capsedu.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from capsedu.data import Batches, load_mnist
 from capsedu.objectives import CrossEntropy, MarginLoss, count_correct, default_objective, make_objective
-from capsedu.train import EpochTotals, TrainConfig, evaluate, fit, make_optimizer, train_epoch
+from capsedu.train import EpochTotals, evaluate, fit, make_optimizer, train_epoch
 
 from run_fixtures import assert_same_weights, quiet, tiny_config, weights
 
@@ -295,7 +295,7 @@ def test_cross_entropy_on_capsule_lengths_scales_them():
 
 
 def test_pair_margin_loss_reconstructs_each_digit_from_its_own_capsule():
-    from capsedu.data import load_mnist, make_multimnist, to_float
+    from capsedu.data import load_mnist, make_multimnist
     from capsedu.objectives import PairMarginLoss
 
     pairs = make_multimnist(load_mnist("test", subset=True), 6, seed=0)

@@ -17,12 +17,15 @@ What is where
 * :mod:`~capsedu.data.batches`: :class:`Batches` keeps a whole split on the device and yields
   float batches, optionally augmented (the paper: ``RandomShift(2)``), resumable mid-epoch.
 * :mod:`~capsedu.data.multimnist`: :func:`make_multimnist` (section 6): two digits of different
-  classes, each shifted by up to 4 pixels, overlaid on a 36x36 canvas.
+  classes, each shifted by up to 4 pixels, overlaid on a 36x36 canvas; :class:`PairBatches` makes
+  them batch by batch (fresh pairs every epoch, or a fixed test set); :func:`measure_overlap`.
 * :mod:`~capsedu.data.affine`: :func:`make_affine_test`, a generated affNIST-like test set
   (section 5.2); not the real affNIST.
 
 :func:`load_split` loads any registered data set by name; a new data set is a module beside
 ``mnist.py`` whose loader is added to :data:`DATASETS` (and its training recipe to :data:`RECIPES`).
+:data:`PAIR_DATASETS` names the data sets of pairs made on the fly (``"multimnist"``), which training
+(``TrainConfig(dataset="multimnist")``) builds from their source data set's digits.
 """
 from __future__ import annotations
 
@@ -32,7 +35,10 @@ from .affine import make_affine_test
 from .batches import Batches
 from .cifar10 import load_cifar10
 from .mnist import DATA_ENV, SUBSET_PATH, PathLike, build_subset, load_mnist, resolve_root
-from .multimnist import MultiMNIST, make_multimnist
+from .multimnist import (
+    MultiMNIST, PairBatches, PairDraw, bounding_boxes, draw_pairs, make_multimnist, measure_overlap, pair_overlaps,
+    pair_test_batches, render_pairs,
+)
 from .recipes import AUGMENTATIONS, RECIPES, DataRecipe, data_transforms, recipe_for
 from .smallnorb import load_smallnorb
 from .split import DataError, ImageSplit
@@ -48,7 +54,8 @@ __all__ = [
     "data_transforms",
     "build_subset", "to_float", "draw_shifts", "shift_images", "random_shift", "pad_to", "random_affine",
     "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "CenterPad", "RandomAffine",
-    "Batches", "MultiMNIST", "make_multimnist", "make_affine_test",
+    "Batches", "MultiMNIST", "make_multimnist", "make_affine_test", "PAIR_DATASETS", "PairBatches", "PairDraw",
+    "draw_pairs", "render_pairs", "bounding_boxes", "pair_overlaps", "measure_overlap", "pair_test_batches",
 ]
 
 # Every loader takes (split, *, root, download, subset, verbose) as load_mnist does and returns an ImageSplit.
@@ -58,6 +65,10 @@ DATASETS: Dict[str, Callable[..., ImageSplit]] = {
     "svhn": load_svhn,
     "smallnorb": load_smallnorb,
 }
+
+#: Data sets of pairs made on the fly from another data set's digits (section 6), by name: the source
+#: data set. They are not stored splits: training draws fresh pairs every epoch (:class:`PairBatches`).
+PAIR_DATASETS: Dict[str, str] = {"multimnist": "mnist"}
 
 
 def load_split(
@@ -78,6 +89,9 @@ def load_split(
     whether to say so on stderr when falling back or downloading.
     """
     loader = DATASETS.get(dataset)
+    if dataset in PAIR_DATASETS:
+        raise ValueError(f"{dataset} is made of pairs on the fly, not stored: load its digits with "
+                         f"load_split({PAIR_DATASETS[dataset]!r}, ...) and pair them with make_multimnist or PairBatches")
     if loader is None:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
     return loader(split, root=root, download=download, subset=subset, verbose=verbose)

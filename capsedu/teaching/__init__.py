@@ -14,11 +14,21 @@ Computing:
   what displacing or scrambling parts does to it
 * ``poses``         chapter 1: 2-D pose matrices, a scene graph, parts voting for the whole
 * ``squashing``     chapter 2: squash (Eq. 1) as a 1-D curve, on random vectors, its slope
-* ``agreement``     chapter 3: chance agreement in high dimensions, toy votes, how routing settles
+* ``agreement``     chapter 3: chance agreement in high dimensions, toy votes, what each routing
+  iteration changes
 * ``architecture``  chapter 4: per-layer shapes, parameters, multiply-adds and timings
 * ``margin``        chapter 5: the margin loss (Eq. 4) and its slope against a capsule's length
 * ``curves``        chapters 5-6: running means of per-step training histories
-* ``decoder``       chapter 6: decoding one capsule, perturbing its dimensions (paper Fig. 4)
+* ``decoder``       chapter 6: decoding one capsule, perturbing its dimensions (paper Fig. 4) and ranking
+  them by how much they change the picture
+* ``records``       chapters 7-8: the recorded experiment runs (``experiments/results``), summarised per row
+  (mean +- std over seeds) and compared with the seed-to-seed spread
+* ``couplings``     chapter 7: how far a trained CapsNet's couplings move from uniform, iteration by
+  iteration; accuracy against the number of routing iterations at test time
+* ``affine``        chapter 7: warping a digit (rotation, shear, scale), both models' answers, accuracy
+  sweeps; their figures and the warp widget
+* ``multimnist``    chapter 7: reading a pair-trained CapsNet (paper Fig. 5): reconstructions from the
+  labels', the predicted and an absent class's capsules; its figure
 
 Drawing:
 

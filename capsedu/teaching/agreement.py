@@ -4,8 +4,9 @@
   unlikely it is that random predictions agree in d dimensions (the slides' "high-dimensional coincidence").
 * :func:`toy_votes`: a handful of 2-D prediction vectors ``u_hat_{j|i}`` with one agreeing cluster
   per parent and an outlier, for routing by hand.
-* :func:`routing_convergence`: how fast the couplings and outputs of a
-  :class:`capsedu.routing.RoutingTrace` settle (paper Appendix A, Figs. A.1-A.2).
+* :func:`routing_convergence`: what each routing iteration of a :class:`capsedu.routing.RoutingTrace`
+  changes: the logits (paper Appendix A, Fig. A.1), and the couplings and outputs, iteration against
+  the one before (whether routing settles).
 """
 from __future__ import annotations
 
@@ -87,15 +88,29 @@ def toy_votes(seed: int = 0, noise: float = 0.12) -> Tuple[torch.Tensor, Dict[st
 # ----------------------------------------------------------------------------- how routing settles
 
 def routing_convergence(trace: RoutingTrace) -> Dict[str, np.ndarray]:
-    """How routing settles over the ``r`` iterations recorded in ``trace``.
+    """What each of the ``r`` iterations recorded in ``trace`` changed.
 
-    Returns numpy arrays ``logit_change (r,)``: mean ``|b^(k) - b^(k-1)|``, what iteration k added
-    to the logits; ``coupling_diff (r-1,)``: mean ``|c^(k) - c^(r)|``; ``output_diff (r-1,)``: mean
-    ``||v^(k) - v^(r)||``, the distances of iterations 1..r-1 from the last one.
+    Returns numpy arrays, all means over examples, children and parents:
+
+    * ``logit_change (r,)``: ``|b^(k) - b^(k-1)|``, what iteration k added to the logits (line 7 of
+      Procedure 1 adds the agreement ``u_hat . v^(k)``; the paper's Fig. A.1 plots this quantity);
+    * ``logit_change_step (r-1,)``: ``|(b^(k) - b^(k-1)) - (b^(k-1) - b^(k-2))|`` for k = 2..r, how much
+      that addition itself changed (it is ``|u_hat . (v^(k) - v^(k-1))|``);
+    * ``coupling_step (r-1,)``: ``|c^(k) - c^(k-1)|`` for k = 2..r, the couplings of iteration k against
+      those of the iteration before;
+    * ``output_step (r-1,)``: ``||v^(k) - v^(k-1)||`` for k = 2..r, the same for the outputs;
+    * ``longest_output (r,)``: the length of each example's longest parent ``max_j ||v_j^(k)||``.
+
+    Successive differences, not distances from the last iteration: a distance from iteration r falls to
+    zero at k = r whatever routing does, so only the steps show whether it settles.
     """
-    c_final, v_final = trace.couplings[-1], trace.outputs[-1]
+    added = [b1 - b0 for b0, b1 in zip(trace.logits[:-1], trace.logits[1:])]       # r tensors (batch, n_in, n_out)
     return {
         "logit_change": trace.logit_changes().numpy(),
-        "coupling_diff": np.array([float((c - c_final).abs().mean()) for c in trace.couplings[:-1]]),
-        "output_diff": np.array([float((v - v_final).norm(dim=-1).mean()) for v in trace.outputs[:-1]]),
+        "logit_change_step": np.array([float((a1 - a0).abs().mean()) for a0, a1 in zip(added[:-1], added[1:])]),
+        "coupling_step": np.array([float((c1 - c0).abs().mean())
+                                   for c0, c1 in zip(trace.couplings[:-1], trace.couplings[1:])]),
+        "output_step": np.array([float((v1 - v0).norm(dim=-1).mean())
+                                 for v0, v1 in zip(trace.outputs[:-1], trace.outputs[1:])]),
+        "longest_output": np.array([float(v.norm(dim=-1).max(dim=-1).values.mean()) for v in trace.outputs]),
     }

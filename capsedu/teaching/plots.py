@@ -25,7 +25,7 @@ __all__ = [
     "plot_coincidence", "plot_votes", "plot_couplings", "plot_routing_dynamics",
     "draw_capsnet_diagram", "plot_layer_costs",
     "plot_margin_loss", "plot_training_curves",
-    "draw_reconstruction", "plot_perturbation_grid",
+    "draw_reconstruction", "plot_perturbation_grid", "plot_strongest_dimensions",
 ]
 
 
@@ -275,11 +275,13 @@ def plot_couplings(ax: Axes, couplings: ArrayLike, vmax: float = 1.0):
     return im
 
 
-def plot_routing_dynamics(ax_change: Axes, ax_final: Axes, convergence: Mapping[str, ArrayLike]) -> Dict[str, object]:
-    """Routing dynamics (paper Fig. A.1/A.2 style) from :func:`capsedu.teaching.agreement.routing_convergence`.
+def plot_routing_dynamics(ax_change: Axes, ax_steps: Axes, convergence: Mapping[str, ArrayLike]) -> Dict[str, object]:
+    """Routing dynamics from :func:`capsedu.teaching.agreement.routing_convergence`.
 
-    Left: bars of ``logit_change`` per iteration k. Right (log scale): ``coupling_diff`` and
-    ``output_diff``, the distances of iterations 1..r-1 from the last iteration r.
+    Left: bars of ``logit_change`` per iteration k (what the paper's Fig. A.1 plots). Right (log scale):
+    ``coupling_step`` and ``output_step``, how much iteration k changed the couplings and the outputs
+    against iteration k - 1 (k = 2..r): falling lines mean routing settles, flat or rising ones that it
+    does not.
     Returns ``{"bars": BarContainer, "lines": [coupling line, output line]}``.
     """
     changes = _numpy(convergence["logit_change"])
@@ -287,13 +289,16 @@ def plot_routing_dynamics(ax_change: Axes, ax_final: Axes, convergence: Mapping[
     bars = ax_change.bar(k, changes, color="C0")
     ax_change.set_xlabel("routing iteration k")
     ax_change.set_ylabel("mean |b(k) - b(k-1)|")
-    lines = [ax_final.semilogy(k[:-1], _numpy(convergence["coupling_diff"]), "o-",
-                               label="couplings: mean |c(k) - c(r)|")[0],
-             ax_final.semilogy(k[:-1], _numpy(convergence["output_diff"]), "s-",
-                               label="outputs: mean ||v(k) - v(r)||")[0]]
-    ax_final.set_xlabel("routing iteration k")
-    ax_final.set_ylabel(f"distance from iteration r = {len(changes)}")
-    ax_final.legend(fontsize=7)
+    ax_change.set_title("what each iteration adds to the logits", fontsize=9)
+    lines = [ax_steps.semilogy(k[1:], _numpy(convergence["coupling_step"]), "o-",
+                               label="couplings: mean |c(k) - c(k-1)|")[0],
+             ax_steps.semilogy(k[1:], _numpy(convergence["output_step"]), "s-",
+                               label="outputs: mean ||v(k) - v(k-1)||")[0]]
+    ax_steps.set_xlabel("routing iteration k")
+    ax_steps.set_ylabel("change from iteration k - 1")
+    ax_steps.set_title("does routing settle?", fontsize=9)
+    ax_steps.set_xlim(0.5, len(changes) + 0.5)
+    ax_steps.legend(fontsize=7)
     return {"bars": bars, "lines": lines}
 
 
@@ -437,10 +442,43 @@ def plot_perturbation_grid(grid: ArrayLike, deltas: Sequence[float] = PERTURBATI
         _, ax = plt.subplots(figsize=(n_cols * 0.45 + 0.8, n_rows * 0.45 + 0.6))
     ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=1)
     ax.set_xticks([w * k + w / 2 for k in range(n_cols)])
-    ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=6, rotation=90)
+    ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=7, rotation=90)
     dims = list(range(n_rows)) if dims is None else list(dims)
     ax.set_yticks([h * k + h / 2 for k in range(n_rows)])
-    ax.set_yticklabels([f"dim {d}" for d in dims], fontsize=6)
+    ax.set_yticklabels([f"dim {d}" for d in dims], fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     return tiled
+
+
+def plot_strongest_dimensions(panels: Sequence[Tuple[str, ArrayLike, Sequence[str]]],
+                              deltas: Sequence[float] = PERTURBATION_DELTAS, ncols: int = 2,
+                              tile: float = 0.46) -> Tuple[Figure, List[np.ndarray]]:
+    """A few perturbation rows per digit, large: one panel per ``(title, grid, row_labels)`` in ``panels``.
+
+    ``grid`` is ``(rows, len(deltas), H, W)`` (the rows of a :func:`capsedu.teaching.decoder.perturbation_grid`
+    chosen by :func:`capsedu.teaching.decoder.rank_dimensions`); ``row_labels`` name its rows. Panels are laid
+    out ``ncols`` to a line, each image ``tile`` inches wide. Returns ``(figure, tiled arrays)``.
+    """
+    grids = [_numpy(g) for _, g, _ in panels]
+    n_rows_max = max(g.shape[0] for g in grids)
+    n_cols = grids[0].shape[1]
+    lines = -(-len(panels) // ncols)
+    panel_w, panel_h = n_cols * tile + 1.0, n_rows_max * tile + 0.55
+    fig, axes = plt.subplots(lines, ncols, figsize=(ncols * panel_w, lines * panel_h), squeeze=False)
+    tiled_all = []
+    for ax, (title, _, labels), g in zip(axes.flat, panels, grids):
+        rows, cols, h, w = g.shape
+        tiled = g.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+        ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([w * k + w / 2 for k in range(cols)])
+        ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=7)
+        ax.set_yticks([h * k + h / 2 for k in range(rows)])
+        ax.set_yticklabels(list(labels), fontsize=8)
+        ax.set_title(title, fontsize=9)
+        tiled_all.append(tiled)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig, tiled_all
+

@@ -7,6 +7,10 @@ static rendering, ``static_html()`` (its ``_repr_html_``, so it travels in the c
 interactive view): the figure or table for a few preset settings (``snapshots``) and a line on how to
 run it live. Jupyter shows the interactive view; the static site shows the static one.
 
+Layout: no widget has a fixed total width. Rows of controls wrap (:func:`_row`) and grids of sliders fill
+as many columns as the notebook's width allows (:func:`_slider_grid`), so every control and readout stays
+visible in a narrow JupyterLab pane (its output area is under 1000 px wide with the file browser open).
+
 ipywidgets is imported lazily so ``capsedu.teaching`` works without Jupyter installed.
 """
 from __future__ import annotations
@@ -26,6 +30,25 @@ def _ipywidgets():
     except ImportError as exc:  # pragma: no cover - exercised only without the book extra
         raise ImportError("the interactive widgets need ipywidgets: pip install 'capsedu[book]'") from exc
     return ipywidgets
+
+
+def _row(children: List[Any]):
+    """An HBox of controls that wraps onto a new line when the notebook is too narrow for all of them."""
+    W = _ipywidgets()
+    return W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="center"))
+
+
+#: the narrowest column of a slider grid: room for a label, a short track and the readout
+SLIDER_MIN_WIDTH = "230px"
+
+
+def _slider_grid(sliders: List[Any]):
+    """Sliders in as many equal columns as fit (CSS grid ``auto-fill``), each filling its column."""
+    W = _ipywidgets()
+    for slider in sliders:
+        slider.layout.width = "auto"
+    return W.GridBox(sliders, layout=W.Layout(
+        grid_template_columns=f"repeat(auto-fill, minmax({SLIDER_MIN_WIDTH}, 1fr))", width="100%"))
 
 
 LIVE_HINT = ("A live widget: a static page has no Python kernel, so here are {what}. To move the controls "
@@ -172,7 +195,7 @@ def pooling_widget(max_shift: int = 6,
         return (f"face shifted by ({v['dx']}, {v['dy']}) px: pooled presence {state['presence'].tolist()} "
                 f"(unchanged), centre of the parts (row, col) {[round(float(c), 1) for c in state['centre']]} (moves)")
 
-    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls, figure=fig, output=out,
+    box = _interactive_box([_row(list(controls.values())), out], compute, controls, figure=fig, output=out,
                            snapshots=snapshots, describe=describe)
     box.update()
     return box
@@ -205,7 +228,7 @@ def squash_widget(x: float = 1.0, y: float = 0.5, limit: float = 3.0,
     def describe(v, state):
         return f"s = ({v['x']:.2f}, {v['y']:.2f}): |s| = {state['length_s']:.2f} -> |v| = {state['length_v']:.3f}"
 
-    box = _interactive_box([W.HBox(list(controls.values())), out], compute, controls, figure=fig, output=out,
+    box = _interactive_box([_row(list(controls.values())), out], compute, controls, figure=fig, output=out,
                            snapshots=snapshots, describe=describe)
     box.update()
     return box
@@ -331,8 +354,8 @@ def architecture_widget(preset: str = "paper",
         return (f"preset {values['preset']!r}: conv1 {base.conv_channels} channels, {base.primary_types} primary "
                 f"capsule types, {base.image_size}x{base.image_size} images, r = {base.routing_iterations}")
 
-    box = _interactive_box([W.HBox([controls["preset"], controls["routing_iterations"]]),
-                            W.HBox([controls["conv_channels"], controls["primary_types"], controls["image_size"]]),
+    box = _interactive_box([_row([controls["preset"], controls["routing_iterations"]]),
+                            _row([controls["conv_channels"], controls["primary_types"], controls["image_size"]]),
                             table], compute, controls, snapshots=snapshots, describe=describe, render=render)
     box.update()
     return box
@@ -373,7 +396,7 @@ def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5,
     def describe(v, _state):
         return f"m+ = {v['m_pos']:.2f}, m- = {v['m_neg']:.2f}, lambda = {v['lam']:.2f}"
 
-    box = _interactive_box([W.HBox(list(controls.values())), output], compute, controls, figure=fig,
+    box = _interactive_box([_row(list(controls.values())), output], compute, controls, figure=fig,
                            output=output, snapshots=snapshots, describe=describe)
     box.update()
     return box
@@ -382,9 +405,11 @@ def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5,
 # ----------------------------------------------------------------------------- chapter 6
 
 def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int = 0, limit: float = 0.25,
-                        snapshots: Sequence[Mapping[str, Any]] = ({}, {"d0": -0.25}, {"d0": 0.25}, {"d5": 0.25})):
+                        snapshots: Sequence[Mapping[str, Any]] = ({}, {"d0": 0.25}, {"d5": -0.25})):
     """Chapter 6: a digit selector and one slider per capsule dimension that adds an offset to it;
-    the decoder redraws the reconstruction live.
+    the decoder redraws the reconstruction live. Beside it, the full perturbation grid of the digit's
+    unedited capsule (paper Fig. 4: every dimension by every offset in steps of 0.05 over [-0.25, 0.25]),
+    its rows ordered by how much they change the picture (:func:`capsedu.teaching.decoder.rank_dimensions`).
 
     Args:
         model: a trained :class:`capsedu.models.CapsNet` with a decoder.
@@ -393,40 +418,59 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
         limit: slider range ``[-limit, limit]`` (the paper perturbs by up to 0.25).
         snapshots: offsets drawn in the static rendering (for the digit shown).
 
-    ``state``: ``digit``, ``offsets`` (digit_dim,), ``pose`` (the perturbed vector), ``image`` (H, W) numpy.
-    A text line under the image (``box.readout``) names the offsets and the capsule's length.
+    ``state``: ``digit``, ``offsets`` (digit_dim,), ``pose`` (the perturbed vector), ``image`` (H, W) numpy,
+    ``ranking`` (the dimensions, strongest first), ``effects`` (their mean pixel change, same order) and
+    ``grid`` ``(digit_dim, n_deltas, H, W)`` numpy, rows in ``ranking`` order.
+    The text under the figure (``box.readout``) names the offsets, the capsule's length and the strongest
+    dimensions.
     """
     W = _ipywidgets()
-    from .decoder import decode_capsule
-    from .plots import draw_reconstruction
+    from matplotlib.figure import Figure
+
+    from .decoder import PERTURBATION_DELTAS, decode_capsule, perturbation_grid, rank_dimensions
+    from .plots import draw_reconstruction, plot_perturbation_grid
 
     poses = torch.as_tensor(poses, dtype=torch.float32).detach()
     n_classes, dim = poses.shape
     controls = {"digit": W.Dropdown(options=list(range(n_classes)), value=digit, description="digit")}
     for d in range(dim):
         controls[f"d{d}"] = W.FloatSlider(value=0.0, min=-limit, max=limit, step=0.01, description=f"dim {d}",
-                                          continuous_update=False, layout=W.Layout(width="260px"))
+                                          continuous_update=False)
     reset = W.Button(description="reset offsets")
     output = W.Output()
     readout = W.HTML()
-    fig, ax = _figure(1, 2.6, 2.6)
+    fig = Figure(figsize=(6.8, 5.6))                          # not registered with pyplot (see _figure)
+    ax, ax_grid = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.45]})
+    grids: Dict[int, Dict[str, Any]] = {}                     # per digit: its full grid, ranked (computed once)
+
+    def ranked_grid(c: int) -> Dict[str, Any]:
+        if c not in grids:
+            grid = perturbation_grid(model, poses[c], c)                     # (dim, n_deltas, H, W)
+            order, effects = rank_dimensions(grid)
+            grids[c] = {"grid": grid[order].numpy(), "ranking": order, "effects": effects.numpy()}
+        return grids[c]
 
     def compute(values):
         c = int(values["digit"])
         offsets = torch.tensor([values[f"d{d}"] for d in range(dim)], dtype=torch.float32)
         pose = poses[c] + offsets                                    # (digit_dim,) perturbed capsule
         image = decode_capsule(model, pose[None], c)[0].numpy()      # (H, W)
-        draw_reconstruction(ax, image, f"digit {c}, ||v|| = {float(pose.norm()):.2f}")
-        readout.value = f"<pre class='capsedu-pose'>{_offsets_text(c, offsets, pose)}</pre>"
-        return {"digit": c, "offsets": offsets.numpy(), "pose": pose.numpy(), "image": image, "figure": fig}
+        draw_reconstruction(ax, image, f"digit {c} edited, ||v|| = {float(pose.norm()):.2f}")
+        full = ranked_grid(c)
+        ax_grid.clear()
+        plot_perturbation_grid(full["grid"], PERTURBATION_DELTAS, dims=full["ranking"], ax=ax_grid,
+                               title=f"digit {c} unedited: all {dim} dimensions, strongest first")
+        readout.value = (f"<pre class='capsedu-pose'>{_offsets_text(c, offsets, pose)}\n"
+                         f"{_ranking_text(full['ranking'], full['effects'])}</pre>")
+        return {"digit": c, "offsets": offsets.numpy(), "pose": pose.numpy(), "image": image, "figure": fig,
+                **full}
 
     def describe(values, state):
         return _offsets_text(state["digit"], torch.as_tensor(state["offsets"]), torch.as_tensor(state["pose"]))
 
     sliders = [controls[f"d{d}"] for d in range(dim)]
-    grid = W.GridBox(sliders, layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(260px, 1fr))"))
-    box = _interactive_box([W.HBox([controls["digit"], reset]), grid, output, readout], compute, controls,
-                           figure=fig, output=output, snapshots=snapshots, describe=describe)
+    box = _interactive_box([_row([controls["digit"], reset]), _slider_grid(sliders), output, readout], compute,
+                           controls, figure=fig, output=output, snapshots=snapshots, describe=describe)
     box.readout = readout
 
     def on_reset(_button):
@@ -435,6 +479,12 @@ def perturbation_widget(model: torch.nn.Module, poses: torch.Tensor, digit: int 
     reset.on_click(on_reset)
     box.update()
     return box
+
+
+def _ranking_text(ranking: Sequence[int], effects, shown: int = 4) -> str:
+    """The strongest dimensions and their mean pixel change, as the perturbation widget prints them."""
+    top = ", ".join(f"dim {d} ({float(e):.3f})" for d, e in zip(ranking[:shown], effects[:shown]))
+    return f"strongest dimensions (mean pixel change over the offsets): {top}"
 
 
 def _offsets_text(digit: int, offsets: torch.Tensor, pose: torch.Tensor) -> str:

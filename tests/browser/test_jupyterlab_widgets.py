@@ -168,6 +168,14 @@ def test_decoder_perturbation_sliders_change_the_reconstruction(offline_page, ju
     assert readout.count() == 1
     widget = page.locator(".widget-vbox", has=readout).last
     assert "offsets: none" in readout.inner_text()
+    # the widget fits the notebook (1400 px window, file browser open): every slider's readout lies inside
+    # the output area, none cut off at its right edge
+    area = page.locator(".jp-OutputArea-output", has=readout).last.bounding_box()
+    readouts = widget.locator(".widget-slider .widget-readout").all()
+    assert len(readouts) >= 16
+    for r in readouts:
+        box = r.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= area["x"] + area["width"] + 1, (box, area)
 
     values = {}
     for label, fraction in (("dim 0", 0.95), ("dim 5", 0.05)):
