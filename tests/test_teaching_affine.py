@@ -76,3 +76,13 @@ def test_the_widget_redraws_when_the_rotation_slider_moves(digit, models):
     box.update(rotation=45)
     assert (box.state["image"] - upright).abs().max() > 0.5
     assert "rotation 30 degrees" in box.static_html()
+
+
+def test_the_widget_runs_with_the_capsnet_alone_on_the_digits_own_canvas(digit):
+    pytest.importorskip("ipywidgets")
+    from capsedu.teaching.affine import affine_widget
+
+    torch.manual_seed(0)
+    box = affine_widget(CapsNet("small").eval(), None, digit.repeat(2, 1, 1, 1), canvas=28)
+    assert box.state["image"].shape == (1, 1, 28, 28) and box.state["baseline_class"] is None
+    assert "CNN" not in box.static_html()

@@ -41,17 +41,21 @@ def warp(images: torch.Tensor, rotation: float = 0.0, shear: float = 0.0, scale:
 
 
 @torch.no_grad()
-def predict(capsnet: torch.nn.Module, baseline: torch.nn.Module, image: torch.Tensor) -> Dict[str, Any]:
+def predict(capsnet: torch.nn.Module, baseline: Optional[torch.nn.Module], image: torch.Tensor) -> Dict[str, Any]:
     """Both models on one image ``(1, C, H, W)``: the CapsNet's capsule lengths, predicted class and its
-    reconstruction of that class; the CNN's softmax probabilities and predicted class."""
-    capsnet.eval(), baseline.eval()
+    reconstruction of that class; the CNN's softmax probabilities and predicted class (``None`` without
+    a ``baseline``)."""
+    capsnet.eval()
     out = capsnet(image)
-    probs = torch.softmax(baseline(image), dim=1)[0]
+    probs = cls = None
+    if baseline is not None:
+        probs = torch.softmax(baseline.eval()(image), dim=1)[0]
+        cls = int(probs.argmax())
     recon = out.reconstructions
     if recon is not None:
         recon = recon.view(image.shape[1:])
     return {"capsnet_lengths": out.lengths[0], "capsnet_class": int(out.lengths[0].argmax()),
-            "reconstruction": recon, "baseline_probs": probs, "baseline_class": int(probs.argmax())}
+            "reconstruction": recon, "baseline_probs": probs, "baseline_class": cls}
 
 
 @torch.no_grad()
@@ -98,10 +102,15 @@ def draw_prediction(axes: Sequence[Any], image: torch.Tensor, prediction: Mappin
     for ax in (ax_in, ax_rec):
         ax.set_xticks([]), ax.set_yticks([])
     classes = np.arange(len(prediction["capsnet_lengths"]))
-    ax_bar.bar(classes - 0.2, prediction["capsnet_lengths"].numpy(), 0.4, label="CapsNet |v_k|")
-    ax_bar.bar(classes + 0.2, prediction["baseline_probs"].numpy(), 0.4, label="CNN softmax")
+    title = f"CapsNet: {prediction['capsnet_class']}"
+    if prediction["baseline_probs"] is None:
+        ax_bar.bar(classes, prediction["capsnet_lengths"].numpy(), 0.6, label="CapsNet |v_k|")
+    else:
+        ax_bar.bar(classes - 0.2, prediction["capsnet_lengths"].numpy(), 0.4, label="CapsNet |v_k|")
+        ax_bar.bar(classes + 0.2, prediction["baseline_probs"].numpy(), 0.4, label="CNN softmax")
+        title += f"   CNN: {prediction['baseline_class']}"
     ax_bar.set_xticks(classes), ax_bar.set_ylim(0, 1)
-    ax_bar.set_title(f"CapsNet: {prediction['capsnet_class']}   CNN: {prediction['baseline_class']}")
+    ax_bar.set_title(title)
     ax_bar.legend(loc="upper right", fontsize=8)
 
 
@@ -119,12 +128,14 @@ def plot_sweep(axes: Sequence[Any], sweep: Mapping[str, Mapping[str, np.ndarray]
 
 # ----------------------------------------------------------------------------- widget
 
-def affine_widget(capsnet: torch.nn.Module, baseline: torch.nn.Module, digits: torch.Tensor,
+def affine_widget(capsnet: torch.nn.Module, baseline: Optional[torch.nn.Module], digits: torch.Tensor,
                   canvas: int = 40, snapshots: Sequence[Mapping[str, Any]] = (
                       {"rotation": 0, "shear": 0.0, "scale": 1.0}, {"rotation": 30, "shear": 0.0, "scale": 1.0},
                       {"rotation": -20, "shear": 0.3, "scale": 0.8})):
     """Chapter 7: rotate, shear and scale a test digit with sliders and watch both models' predictions
-    and the CapsNet's reconstruction change. ``digits``: a few test digits ``(n, 1, 28, 28)`` to pick from.
+    and the CapsNet's reconstruction change. ``digits``: a few test digits ``(n, 1, 28, 28)`` to pick from;
+    ``canvas``: the models' input size (the digits are centred on it, then warped); ``baseline`` may be
+    ``None`` (the CapsNet alone).
 
     ``state``: the warped ``image``, and :func:`predict`'s dict.
     """
@@ -150,8 +161,9 @@ def affine_widget(capsnet: torch.nn.Module, baseline: torch.nn.Module, digits: t
         return {"image": image, **prediction}
 
     def describe(v, state):
-        return (f"rotation {v['rotation']} degrees, shear {v['shear']}, scale {v['scale']}: CapsNet says "
-                f"{state['capsnet_class']}, the CNN says {state['baseline_class']}")
+        text = (f"rotation {v['rotation']} degrees, shear {v['shear']}, scale {v['scale']}: CapsNet says "
+                f"{state['capsnet_class']}")
+        return text + ("" if state["baseline_class"] is None else f", the CNN says {state['baseline_class']}")
 
     box = _interactive_box([row, out], compute, controls, figure=fig, output=out, snapshots=snapshots,
                            describe=describe)
