@@ -9,7 +9,7 @@ Computing (:func:`warp`, :func:`predict`, :func:`accuracy_sweep`) is apart from 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
