@@ -95,26 +95,31 @@ def mathjax3_config() -> dict:
                     "processEscapes": True, "processEnvironments": True}}
 
 
-def cache_path(test_mode: Optional[bool] = None) -> Path:
+def test_mode() -> bool:
+    """Whether ``CAPSEDU_TEST_MODE`` asks for the fast test-mode build (the library's own rule)."""
+    sys.path.insert(0, str(ROOT))
+    from capsedu.teaching.settings import test_mode as _test_mode
+    return _test_mode()
+
+
+def cache_path(test: Optional[bool] = None) -> Path:
     """Where executed chapters are cached (a jupyter-cache, filled by MyST-NB and read by the slides).
 
     jupyter-cache re-executes a chapter whose code changed; the folder name adds what the code does not
     show: the mode (test-mode outputs never stand in for reading-mode ones) and a digest of the library,
-    the recorded benchmarks chapter 4 reads and the data setting, so a change there re-executes every
-    chapter. ``CAPSEDU_BOOK_CACHE`` overrides the folder.
+    the recorded benchmarks and experiment records that chapters 4, 7 and 8 read, and the data setting,
+    so a change there re-executes every chapter. ``CAPSEDU_BOOK_CACHE`` overrides the folder.
     """
     if os.environ.get("CAPSEDU_BOOK_CACHE"):
         return Path(os.environ["CAPSEDU_BOOK_CACHE"])
-    if test_mode is None:
-        sys.path.insert(0, str(ROOT))
-        from capsedu.teaching.settings import test_mode as _test_mode
-        test_mode = _test_mode()
-    return ROOT / "build" / "book" / ("test" if test_mode else "reading") / f"cache-{_inputs_digest()}"
+    if test is None:
+        test = test_mode()
+    return ROOT / "build" / "book" / ("test" if test else "reading") / f"cache-{_inputs_digest()}"
 
 
 def _inputs_digest() -> str:
     digest = hashlib.sha256(os.environ.get("CAPSEDU_DATA", "").encode())
-    for folder in (ROOT / "capsedu", ROOT / "benchmarks" / "results"):
+    for folder in (ROOT / "capsedu", ROOT / "benchmarks" / "results", ROOT / "experiments" / "results"):
         for path in sorted(folder.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(ROOT)).encode())

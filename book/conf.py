@@ -19,7 +19,8 @@ root_doc = "index"
 # ---- notebooks: execute each chapter (in this folder, as a reader would), cache per mode, fail on errors
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(bookbuild.cache_path())
-nb_execution_timeout = 1800
+# a test-mode cell takes seconds: a stuck kernel fails the build within minutes, naming the cell
+nb_execution_timeout = 300 if bookbuild.test_mode() else 1800
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True

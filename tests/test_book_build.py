@@ -114,3 +114,17 @@ def test_executed_chapters_are_cached_per_mode(monkeypatch):
     assert test != reading and test.parent.name == "test" and reading.parent.name == "reading"
     monkeypatch.setenv("CAPSEDU_BOOK_CACHE", "/elsewhere")
     assert bookbuild.cache_path(True) == Path("/elsewhere")
+
+
+def test_cache_folder_changes_with_the_library_and_the_records_chapters_read(monkeypatch, tmp_path):
+    monkeypatch.delenv("CAPSEDU_BOOK_CACHE", raising=False)
+    for folder in ("capsedu", "benchmarks/results", "experiments/results/mnist_table/cpu"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.setattr(bookbuild, "ROOT", tmp_path)
+    empty = bookbuild.cache_path(True)
+    (tmp_path / "experiments/results/mnist_table/cpu/baseline-seed0.json").write_text("{}")
+    with_record = bookbuild.cache_path(True)
+    (tmp_path / "capsedu" / "squash.py").write_text("")
+    with_code = bookbuild.cache_path(True)
+    assert len({empty, with_record, with_code}) == 3
+    assert with_code == bookbuild.cache_path(True)

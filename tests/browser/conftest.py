@@ -97,10 +97,20 @@ def offline_page(chromium):
         context.close()
 
 
+def _text(stream) -> str:
+    return stream.decode(errors="replace") if isinstance(stream, bytes) else (stream or "")
+
+
 def run_build(args, env_extra, timeout):
+    """Run a book build in test mode; on failure or timeout, fail with the end of its output (MyST-NB logs
+    which chapter it is executing, so a stuck chapter is named)."""
     env = {**os.environ, "CAPSEDU_TEST_MODE": "1", "MPLBACKEND": "Agg", **env_extra}
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    try:
+        result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(args)} still running after {timeout} s; its output so far:\n"
+                    f"{_text(exc.stdout)[-4000:]}\n{_text(exc.stderr)[-4000:]}", pytrace=False)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
 
@@ -114,6 +124,6 @@ def built_book(tmp_path_factory):
         _unavailable("node_modules is missing: run `npm ci` (make test does it)")
     out = tmp_path_factory.mktemp("book")
     env = {"CAPSEDU_BOOK_CACHE": str(out / "cache")}
-    run_build(["-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", str(BOOK), str(out / "html")], env, 1500)
+    run_build(["-m", "sphinx", "-b", "html", "-W", "--keep-going", str(BOOK), str(out / "html")], env, 1500)
     run_build([str(BOOK / "bookbuild.py"), "slides", str(out / "slides")], env, 600)
     return {"html": out / "html", "slides": out / "slides", "cache": out / "cache"}
