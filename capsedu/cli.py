@@ -159,9 +159,10 @@ def _export(args: argparse.Namespace) -> int:
                             root=args.data)
     record = json.loads(out.with_suffix(".json").read_text())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
+    dataset = record["data"]["dataset"]
     for name, measured in record["test_accuracy_shipped"].items():
         if measured:
-            print(f"shipped weights, {name} MNIST test set: {100 * measured['accuracy']:.2f}% "
+            print(f"shipped weights, {dataset} test set from the {name} MNIST: {100 * measured['accuracy']:.2f}% "
                   f"of {measured['examples']} test examples")
     return 0
 
