@@ -105,3 +105,26 @@ def test_the_affine_baseline_has_about_as_many_parameters_as_the_capsnet_as_in_s
               for name, run in runs.items() if name in ("capsnet-seed0", "baseline-seed0")}
     assert abs(counts["baseline-seed0"] / counts["capsnet-seed0"] - 1) < 0.01, counts
     assert runs["capsnet-r1-seed0"].config.routing_iterations == 1
+
+
+def test_the_summary_has_a_row_for_every_committed_cpu_run_and_their_total_training_time():
+    from experiments.summary import summary
+
+    text = summary("cpu")
+    records = [json.loads(p.read_text()) for p in (REPO / "experiments" / "results").glob("*/cpu/*.json")]
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for r in records:
+        labels = r["labels"]
+        name = (f"| {labels['train_size']:,} |" if r["experiment"] == "data_efficiency"
+                else f"| {labels['label']} |" if "label" in labels else f"| {r['run'].rsplit('-seed', 1)[0]} |")
+        assert any(row.startswith(name) for row in rows), (r["run"], name)
+    total = sum(r["train_seconds"] for r in records) / 3600
+    assert text.splitlines()[-1] == f"Training time in all the records above: {total:.2f} h."
+
+
+def test_the_summary_of_an_empty_results_folder_names_each_experiments_command(tmp_path):
+    from experiments.summary import summary
+
+    text = summary("cpu", tmp_path)
+    for name in EXPERIMENTS:
+        assert f"not recorded yet: `python -m experiments.run {name} --scale cpu`" in text

@@ -1,0 +1,105 @@
+"""``python -m experiments.summary [--scale cpu]``: every recorded experiment as Markdown tables.
+
+Reads only the JSON records in ``experiments/results`` (the same ones chapter 7 reads) and prints, per
+experiment, one row per run (mean +- sample standard deviation over the recorded seeds), the paper's
+number beside it, and the training time the records hold. The README's and the closing notes' tables are
+this command's output.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from capsedu.teaching.records import format_percent, load_records, summarize
+
+from .runner import REPO
+
+#: the paper's affine-robustness numbers (section 5.2), which the records do not carry
+PAPER_AFFINE = {"capsnet": "79 % (real affNIST)", "baseline": "66 % (real affNIST)"}
+
+
+def _base(record: Dict[str, Any]) -> str:
+    return record["run"].rsplit("-seed", 1)[0]
+
+
+def _hours(records: Sequence[Dict[str, Any]]) -> str:
+    return f"{sum(r['train_seconds'] for r in records) / 3600:.2f} h"
+
+
+def _seeds(row) -> str:
+    return ", ".join(str(s) for s in row.seeds)
+
+
+def mnist_table(records: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| row | test error, ours | seeds | paper |", "|---|---|---|---|"]
+    for row in summarize(records, key=lambda r: r["labels"]["row"], label=lambda r: r["labels"]["label"]):
+        paper = f"{row.paper:.2f}" + (f" +- {row.paper_std:.3f}" if row.paper_std else "") + " %"
+        lines.append(f"| {row.label} | {format_percent(row)} | {_seeds(row)} | {paper} |")
+    return lines
+
+
+def multimnist(records: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| run | pairs wrong, ours | seeds | mean overlap | paper |", "|---|---|---|---|---|"]
+    for row in summarize(records, key=_base, label=lambda r: r["labels"]["label"],
+                         value=lambda r: r["extra"]["multimnist_test_error"]):
+        overlap = next(r["extra"]["mean_overlap"] for r in records if _base(r) == row.key)
+        lines.append(f"| {row.label} | {format_percent(row)} | {_seeds(row)} | {100 * overlap:.1f} % | "
+                     f"{row.paper} % |")
+    return lines
+
+
+def affine_robustness(records: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| run | clean test accuracy | warped test accuracy (generated set) | seeds | paper (warped) |",
+             "|---|---|---|---|---|"]
+    clean = {row.key: row for row in summarize(records, key=_base, value=lambda r: r["test_accuracy"])}
+    for row in summarize(records, key=_base, value=lambda r: r["extra"]["affine_test_accuracy"]):
+        lines.append(f"| {row.key} | {format_percent(clean[row.key])} | {format_percent(row)} | {_seeds(row)} | "
+                     f"{PAPER_AFFINE.get(row.key, '-')} |")
+    return lines
+
+
+def data_efficiency(records: List[Dict[str, Any]]) -> List[str]:
+    by = {(r["labels"]["model"], r["labels"]["train_size"]): r for r in records}
+    sizes = sorted({n for _, n in by})
+    lines = ["| training digits | CapsNet test error | baseline test error | optimizer steps |", "|---|---|---|---|"]
+    for n in sizes:
+        cells = [f"{100 * by[(m, n)]['test_error']:.2f} %" if (m, n) in by else "-" for m in ("capsnet", "baseline")]
+        steps = next(r["labels"]["steps"] for (m, k), r in by.items() if k == n)
+        lines.append(f"| {n:,} | {cells[0]} | {cells[1]} | {steps:,} |")
+    return lines
+
+
+TABLES = {"mnist_table": mnist_table, "multimnist": multimnist, "affine_robustness": affine_robustness,
+          "data_efficiency": data_efficiency}
+
+
+def summary(scale: str = "cpu", results: Path = REPO / "experiments" / "results") -> str:
+    """The Markdown summary of every experiment recorded at ``scale``."""
+    out, total = [], 0.0
+    for name, table in TABLES.items():
+        records = load_records(name, scale, results)
+        out.append(f"### {name} ({scale} scale)\n")
+        if not records:
+            out.append(f"not recorded yet: `python -m experiments.run {name} --scale {scale}`\n")
+            continue
+        total += sum(r["train_seconds"] for r in records)
+        machines = sorted({f"{r['device']}, {r['machine']}, torch {r['torch']}" for r in records})
+        out += table(records)
+        out.append(f"\n{len(records)} runs, {_hours(records)} of training; {'; '.join(machines)}; "
+                   f"`python -m experiments.run {name} --scale {scale}`\n")
+    out.append(f"Training time in all the records above: {total / 3600:.2f} h.")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=["tiny", "cpu", "paper"], default="cpu")
+    parser.add_argument("--results", default=str(REPO / "experiments" / "results"))
+    args = parser.parse_args(argv)
+    print(summary(args.scale, Path(args.results)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
