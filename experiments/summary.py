@@ -2,8 +2,8 @@
 
 Reads only the JSON records in ``experiments/results`` (the same ones chapter 7 reads) and prints, per
 experiment, one row per run (mean +- sample standard deviation over the recorded seeds), the paper's
-number beside it, and the training time the records hold. The README's and the closing notes' tables are
-this command's output.
+number beside it, and the training time the records hold. ``--readme`` writes the same tables into the
+README (a test checks that they agree with the records).
 """
 from __future__ import annotations
 
@@ -92,12 +92,32 @@ def summary(scale: str = "cpu", results: Path = REPO / "experiments" / "results"
     return "\n".join(out)
 
 
+README = REPO / "README.md"
+MARKERS = ("<!-- experiments.summary -->", "<!-- /experiments.summary -->")
+
+
+def readme_block(text: str) -> str:
+    """The summary as the README holds it, between ``MARKERS`` (headings one level down)."""
+    return "\n" + text.replace("\n### ", "\n#### ").replace("### ", "#### ", 1) + "\n"
+
+
+def update_readme(text: str, readme: Path = README) -> None:
+    """Replace the README's block between ``MARKERS`` with ``text``."""
+    content = readme.read_text()
+    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+    readme.write_text(content[:start] + readme_block(text) + content[end:])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["tiny", "cpu", "paper"], default="cpu")
     parser.add_argument("--results", default=str(REPO / "experiments" / "results"))
+    parser.add_argument("--readme", action="store_true", help="also write the tables into README.md")
     args = parser.parse_args(argv)
-    print(summary(args.scale, Path(args.results)))
+    text = summary(args.scale, Path(args.results))
+    print(text)
+    if args.readme:
+        update_readme(text)
     return 0
 
 

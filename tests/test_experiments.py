@@ -128,3 +128,11 @@ def test_the_summary_of_an_empty_results_folder_names_each_experiments_command(t
     text = summary("cpu", tmp_path)
     for name in EXPERIMENTS:
         assert f"not recorded yet: `python -m experiments.run {name} --scale cpu`" in text
+
+
+def test_the_readmes_experiment_tables_are_the_summary_of_the_committed_records():
+    from experiments.summary import MARKERS, README, readme_block, summary
+
+    content = README.read_text()
+    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+    assert content[start:end] == readme_block(summary("cpu")), "refresh it: python -m experiments.summary --readme"
