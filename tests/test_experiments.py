@@ -35,12 +35,20 @@ def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path, monk
     assert execute(run, tmp_path / "r", tmp_path / "c", log=quiet) == record
 
 
-def test_the_data_efficiency_budget_is_the_same_number_of_steps_for_every_size():
-    for run in data_efficiency.runs("cpu"):
+@pytest.mark.parametrize("scale", ["tiny", "cpu", "paper"])
+def test_the_data_efficiency_budget_is_the_same_number_of_steps_for_every_size(scale):
+    for run in data_efficiency.runs(scale):
         c = run.config
         per_epoch = -(-c.train_limit * c.train_repeat // c.batch_size)
-        assert per_epoch * c.epochs >= data_efficiency.STEPS["cpu"]
-        assert per_epoch * c.epochs < data_efficiency.STEPS["cpu"] + 1 + 60000 // 128
+        assert per_epoch * c.epochs == data_efficiency.steps(scale) == run.labels["steps"], run.name
+    assert data_efficiency.steps("cpu") == 1407, "the chapter states 1,407 steps (3 epochs of 60,000 digits)"
+
+
+def test_every_recorded_data_efficiency_run_trained_the_steps_its_label_states():
+    for path in (REPO / "experiments" / "results" / "data_efficiency").glob("*/*.json"):
+        record = json.loads(path.read_text())
+        c = record["config"]
+        assert -(-c["train_limit"] * c["train_repeat"] // c["batch_size"]) * c["epochs"] == record["labels"]["steps"]
 
 
 def test_the_mnist_table_has_the_papers_five_rows_and_three_seeds():
