@@ -8,6 +8,7 @@ README (a test checks that they agree with the records).
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -98,7 +99,7 @@ MARKERS = ("<!-- experiments.summary -->", "<!-- /experiments.summary -->")
 
 def readme_block(text: str) -> str:
     """The summary as the README holds it, between ``MARKERS`` (headings one level down)."""
-    return "\n" + text.replace("\n### ", "\n#### ").replace("### ", "#### ", 1) + "\n"
+    return "\n" + re.sub(r"^### ", "#### ", text, flags=re.MULTILINE) + "\n"
 
 
 def update_readme(text: str, readme: Path = README) -> None:
