@@ -21,12 +21,12 @@ NAME = "data_efficiency"
 SIZES = {"tiny": (64, 256), "cpu": (100, 1000, 10000, 60000), "paper": (100, 1000, 10000, 60000)}
 EXAMPLES = {"tiny": 256, "cpu": 180_000, "paper": 600_000}   # cpu: 3 epochs of 60,000 digits; paper: 10 epochs
 BATCH = {"tiny": 64, "cpu": 128, "paper": 128}
+PRESET = {"tiny": "small", "cpu": "small", "paper": "paper"}
 
 
 def steps(scale: str) -> int:
     """Optimizer steps of every run at ``scale`` (the last batch may be smaller)."""
     return math.ceil(EXAMPLES[scale] / BATCH[scale])
-PRESET = {"tiny": "small", "cpu": "small", "paper": "paper"}
 
 
 def runs(scale: str, seeds: Sequence[int] = (0,)) -> List[Run]:
