@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Tuple
 
 from capsedu.teaching.records import format_percent, load_records, summarize
 
@@ -22,10 +22,6 @@ PAPER_AFFINE = {"capsnet": "79 % (real affNIST)", "baseline": "66 % (real affNIS
 
 def _base(record: Dict[str, Any]) -> str:
     return record["run"].rsplit("-seed", 1)[0]
-
-
-def _hours(records: Sequence[Dict[str, Any]]) -> str:
-    return f"{sum(r['train_seconds'] for r in records) / 3600:.2f} h"
 
 
 def _seeds(row) -> str:
@@ -84,10 +80,11 @@ def summary(scale: str = "cpu", results: Path = REPO / "experiments" / "results"
         if not records:
             out.append(f"not recorded yet: `python -m experiments.run {name} --scale {scale}`\n")
             continue
-        total += sum(r["train_seconds"] for r in records)
+        seconds = sum(r["train_seconds"] for r in records)
+        total += seconds
         machines = sorted({f"{r['device']}, {r['machine']}, torch {r['torch']}" for r in records})
         out += table(records)
-        out.append(f"\n{len(records)} runs, {_hours(records)} of training; {'; '.join(machines)}; "
+        out.append(f"\n{len(records)} runs, {seconds / 3600:.2f} h of training; {'; '.join(machines)}; "
                    f"`python -m experiments.run {name} --scale {scale}`\n")
     out.append(f"Training time in all the records above: {total / 3600:.2f} h.")
     return "\n".join(out)
@@ -102,10 +99,15 @@ def readme_block(text: str) -> str:
     return "\n" + re.sub(r"^### ", "#### ", text, flags=re.MULTILINE) + "\n"
 
 
+def block_span(content: str) -> Tuple[int, int]:
+    """Where the README's block between ``MARKERS`` starts and ends."""
+    return content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+
+
 def update_readme(text: str, readme: Path = README) -> None:
     """Replace the README's block between ``MARKERS`` with ``text``."""
     content = readme.read_text()
-    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+    start, end = block_span(content)
     readme.write_text(content[:start] + readme_block(text) + content[end:])
 
 

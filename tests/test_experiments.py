@@ -1,6 +1,7 @@
 """The experiments runner (experiments/): every experiment runs at a tiny scale, resumes, and every
 committed record is valid."""
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -10,6 +11,11 @@ from experiments import data_efficiency, mnist_table
 from experiments.run import EXPERIMENTS, main
 from experiments.runner import REPO, execute, record_path, validate_record
 from run_fixtures import quiet
+
+
+def _optimizer_steps(config: dict) -> int:
+    """Steps a training configuration takes: batches per epoch (the last one partial) times epochs."""
+    return -(-config["train_limit"] * config["train_repeat"] // config["batch_size"]) * config["epochs"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -38,17 +44,16 @@ def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path, monk
 @pytest.mark.parametrize("scale", ["tiny", "cpu", "paper"])
 def test_the_data_efficiency_budget_is_the_same_number_of_steps_for_every_size(scale):
     for run in data_efficiency.runs(scale):
-        c = run.config
-        per_epoch = -(-c.train_limit * c.train_repeat // c.batch_size)
-        assert per_epoch * c.epochs == data_efficiency.steps(scale) == run.labels["steps"], run.name
+        assert _optimizer_steps(asdict(run.config)) == data_efficiency.steps(scale) == run.labels["steps"], run.name
     assert data_efficiency.steps("cpu") == 1407, "the chapter states 1,407 steps (3 epochs of 60,000 digits)"
 
 
 def test_every_recorded_data_efficiency_run_trained_the_steps_its_label_states():
-    for path in (REPO / "experiments" / "results" / "data_efficiency").glob("*/*.json"):
+    paths = sorted((REPO / "experiments" / "results" / "data_efficiency").glob("*/*.json"))
+    assert paths, "no data-efficiency records committed"
+    for path in paths:
         record = json.loads(path.read_text())
-        c = record["config"]
-        assert -(-c["train_limit"] * c["train_repeat"] // c["batch_size"]) * c["epochs"] == record["labels"]["steps"]
+        assert _optimizer_steps(record["config"]) == record["labels"]["steps"], path.name
 
 
 def test_the_mnist_table_has_the_papers_five_rows_and_three_seeds():
@@ -139,8 +144,8 @@ def test_the_summary_of_an_empty_results_folder_names_each_experiments_command(t
 
 
 def test_the_readmes_experiment_tables_are_the_summary_of_the_committed_records():
-    from experiments.summary import MARKERS, README, readme_block, summary
+    from experiments.summary import README, block_span, readme_block, summary
 
     content = README.read_text()
-    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+    start, end = block_span(content)
     assert content[start:end] == readme_block(summary("cpu")), "refresh it: python -m experiments.summary --readme"
