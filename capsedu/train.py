@@ -744,6 +744,10 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
                 "only the batches after the resume")
         generator.set_state(state["generator_state"])
         torch.set_rng_state(state["torch_rng_state"])
+        saved_threads = state.get("torch_threads")
+        if saved_threads is not None and saved_threads != torch.get_num_threads():
+            log(f"resume: {torch.get_num_threads()} torch threads (checkpoint: {saved_threads}); sums run in another "
+                f"order, so the weights will differ from an uninterrupted run in the last bits")
         if "cuda_rng_state" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(list(state["cuda_rng_state"]))
         if epoch >= config.epochs:
@@ -768,6 +772,7 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
             "scheduler_state": scheduler.state_dict(), "train_config": asdict(config),
             "epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
             "generator_state": epoch_start_generator, "torch_rng_state": torch.get_rng_state(),
+            "torch_threads": torch.get_num_threads(),
             "epoch_totals": saved_totals, "data": fingerprint, "data_source": train_split.source,
             "objective": objective.settings(),
         }

@@ -49,8 +49,8 @@ def _weights(path):
     return load_checkpoint(path)["model_state"]
 
 
-def test_two_processes_reach_the_same_weights_as_one_with_the_same_global_batch(tmp_path):
-    torch.set_num_threads(1)
+def test_two_processes_reach_the_same_weights_as_one_with_the_same_global_batch(tmp_path, one_thread):
+    # one thread here as in each worker, so the sums of the single-process run come out in the same order
     # 60 digits in global batches of 24: 24, 24, 12 (the last one split 6 + 6 over the ranks)
     single = fit(_config(tmp_path / "one"), progress=False, log=lambda *_: None)
     _run_ddp(tmp_path / "two")

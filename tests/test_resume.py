@@ -181,9 +181,15 @@ def test_resume_of_a_finished_run_says_there_is_nothing_to_do(tmp_path):
         fit(tiny_config(tmp_path, epochs=1), resume=tmp_path / "run" / "last.pt", progress=False, log=quiet)
 
 
+def same_threads_env():
+    """The environment for a ``capsedu`` subprocess that uses as many torch threads as this process: the
+    bit-identical resume contract holds for one thread count (the checkpoint records it)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "capsedu.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, env=same_threads_env(), **kw)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -201,7 +207,7 @@ def test_a_signal_at_a_random_moment_of_capsedu_train_resumes_to_the_same_weight
     if proc.returncode != 0:  # stopped (130, as for any Ctrl-C): resume to the end
         assert proc.returncode == 130, err
         done = subprocess.run([sys.executable, "-m", "capsedu.cli", *args, "--resume"], capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, env=same_threads_env())
         assert done.returncode == 0, done.stderr
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 2
@@ -209,3 +215,13 @@ def test_a_signal_at_a_random_moment_of_capsedu_train_resumes_to_the_same_weight
     keys = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "lr")  # the CLI tests in batches of 500
     pick = lambda hist: [{k: h[k] for k in keys} for h in hist]  # noqa: E731
     assert pick(json.loads(history.read_text())) == pick(straight[1])
+
+
+def test_resume_with_another_thread_count_is_reported(tmp_path, one_thread):
+    fit(tiny_config(tmp_path, epochs=1), progress=False, log=quiet)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["torch_threads"] == 1
+    torch.set_num_threads(2)  # one_thread puts the count back afterwards
+    lines = []
+    fit(tiny_config(tmp_path, epochs=2), resume=tmp_path / "run" / "last.pt", progress=False, log=lines.append)
+    assert any("2 torch threads (checkpoint: 1)" in line for line in lines), lines
