@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .functional import squash
-from .routing import GRADIENT_MODES, check_iterations, dynamic_routing
+from .routing import check_gradient_mode, check_iterations, dynamic_routing
 
 __all__ = ["PrimaryCaps", "DigitCaps", "Decoder"]
 
@@ -89,12 +89,10 @@ class DigitCaps(nn.Module):
         none_of_the_above: bool = False,
     ):
         super().__init__()
-        if routing_gradient not in GRADIENT_MODES:
-            raise ValueError(f"routing_gradient must be one of {GRADIENT_MODES}, got {routing_gradient!r}")
         self.n_in, self.in_dim, self.n_out, self.out_dim = n_in, in_dim, n_out, out_dim
         self.none_of_the_above = bool(none_of_the_above)
         self.iterations = check_iterations(iterations)
-        self.routing_gradient = routing_gradient
+        self.routing_gradient = check_gradient_mode(routing_gradient)
         self.weight = nn.Parameter(torch.randn(n_in, n_out, out_dim, in_dim) * init_std)  # W_ij, (i, j, 16, 8)
 
     def extra_repr(self) -> str:

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_int, check_number
 from .functional import capsule_length
 from .layers import Decoder, DigitCaps, PrimaryCaps
 from .losses import check_class_indices
-from .routing import GRADIENT_MODES, check_iterations
+from .routing import check_gradient_mode, check_iterations
 
-__all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "BaselineCNNConfig", "PRESETS",
+__all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "BaselineCNNConfig", "PRESETS", "BASELINE_PRESETS",
            "MODELS", "build_model", "model_record", "count_parameters"]
 
 _HALF_AND_SINGLE = (torch.float32, torch.float16, torch.bfloat16)
@@ -58,15 +59,54 @@ def check_images(images: torch.Tensor, expected: Tuple[int, int, int], param_dty
 
 def _known_keys(config: Dict[str, Any], config_class: type, model: str) -> Dict[str, Any]:
     """``config`` itself, after checking that every key is a field of ``config_class``."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{model} config must be a dict of sizes, got {type(config).__name__}")
     unknown = set(config) - {f.name for f in fields(config_class)}
     if unknown:
         raise ValueError(f"unknown {model} config keys: {sorted(unknown)}")
     return config
 
 
+def _positive_ints(config: Any, names: Sequence[str], model: str) -> None:
+    for name in names:
+        check_int(getattr(config, name), f"{model} {name}", low=1)
+
+
+def _widths(config: Any, name: str, model: str, allow_empty: bool) -> None:
+    """Store the sequence field ``name`` as a tuple of positive integers (lists come from JSON)."""
+    widths = getattr(config, name)
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or (not widths and not allow_empty):
+        raise ValueError(f"{model} {name} must be a {'' if allow_empty else 'non-empty '}sequence of positive "
+                         f"integers, got {widths!r}")
+    for w in widths:
+        check_int(w, f"every {model} {name} width", low=1)
+    object.__setattr__(config, name, tuple(widths))  # frozen dataclass: set once, here
+
+
+def _from_preset(presets: Dict[str, Any], name: str, overrides: Dict[str, Any], model: str) -> Any:
+    """``presets[name]`` with ``overrides`` replacing some fields (validated again by the config)."""
+    if not isinstance(name, str) or name not in presets:
+        raise ValueError(f"unknown {model} preset {name!r}; choose one of {sorted(presets)}")
+    config = presets[name]
+    return replace(config, **_known_keys(overrides, type(config), model))
+
+
+def _config_of(config: Any, overrides: Dict[str, Any], config_class: type, model: str) -> Any:
+    """The config a model is built from: ``config`` itself, or the preset it names with ``overrides``."""
+    if isinstance(config, config_class):
+        if overrides:
+            raise ValueError(f"{model} takes a {config_class.__name__} or a preset name with overrides, not both; "
+                             f"use dataclasses.replace(config, ...) to change a config")
+        return config
+    if isinstance(config, str):
+        return config_class.from_preset(config, **overrides)
+    raise ValueError(f"{model} takes a {config_class.__name__} or a preset name, got {type(config).__name__}")
+
+
 @dataclass(frozen=True)
 class CapsNetConfig:
-    """Sizes of a CapsNet. The defaults are the paper's MNIST network (8.2M parameters)."""
+    """Sizes of a CapsNet, checked when the config is made. The defaults are the paper's MNIST network
+    (8.2M parameters); :data:`PRESETS` names others, ``CapsNetConfig.from_preset("small", image_size=36)``."""
 
     in_channels: int = 1            # image channels
     image_size: int = 28            # square images
@@ -84,24 +124,31 @@ class CapsNetConfig:
     decoder_hidden: Tuple[int, ...] = (512, 1024)
     none_of_the_above: bool = False  # section 7 (CIFAR-10): an extra routing category, see DigitCaps
 
-    def validate(self) -> "CapsNetConfig":
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"CapsNet {f.name} must be a positive integer, got {value!r}")
-            if f.type in ("bool",) and not isinstance(value, bool):
-                raise ValueError(f"CapsNet {f.name} must be True or False, got {value!r}")
-        check_iterations(self.routing_iterations)
-        if self.routing_gradient not in GRADIENT_MODES:
-            raise ValueError(f"routing_gradient must be one of {GRADIENT_MODES}, got {self.routing_gradient!r}")
+    def __post_init__(self) -> None:
+        _positive_ints(self, [f.name for f in fields(self) if f.type == "int" and f.name != "routing_iterations"],
+                       "CapsNet")
+        check_iterations(self.routing_iterations, "CapsNet routing_iterations")
+        check_gradient_mode(self.routing_gradient, "CapsNet routing_gradient")
+        for name in ("reconstruction", "none_of_the_above"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"CapsNet {name} must be True or False, got {getattr(self, name)!r}")
+        _widths(self, "decoder_hidden", "CapsNet", allow_empty=True)
         conv_out = self.image_size - self.conv_kernel + 1
-        grid = (conv_out - self.primary_kernel) // self.primary_stride + 1
-        if conv_out < 1 or grid < 1:
+        if conv_out < 1 or self.primary_grid < 1:
             raise ValueError(
                 f"image_size {self.image_size} is too small for conv kernel {self.conv_kernel} followed by "
                 f"primary kernel {self.primary_kernel} (stride {self.primary_stride})"
             )
-        return self
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "CapsNetConfig":
+        """The preset ``name`` of :data:`PRESETS` with some fields replaced."""
+        return _from_preset(PRESETS, name, overrides, "CapsNet")
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "CapsNetConfig":
+        """The config :meth:`to_dict` wrote (as checkpoints store it), or any subset of its keys."""
+        return cls(**_known_keys(config, cls, "CapsNet"))
 
     @property
     def primary_grid(self) -> int:
@@ -159,51 +206,30 @@ class CapsNetOutput(NamedTuple):
 class CapsNet(nn.Module):
     """CapsNet: conv1 -> PrimaryCaps -> DigitCaps (routing) [-> decoder].
 
-    ``CapsNet()`` is the paper's network; ``CapsNet("small")`` the CPU-friendly preset; any size can
-    be overridden by keyword, e.g. ``CapsNet("small", routing_iterations=1, reconstruction=False)``.
-    ``CapsNet("cifar10")``, ``CapsNet("smallnorb")`` and ``CapsNet("svhn")`` are section 7's networks
-    (see :data:`PRESETS`).
+    Built from a :class:`CapsNetConfig`, ``CapsNet(config)``, or from a preset with some sizes
+    replaced, ``CapsNet.from_preset("small", routing_iterations=1, reconstruction=False)``.
+    ``CapsNet("small", ...)`` is short for the latter, and ``CapsNet()`` is the paper's network.
+    ``"cifar10"``, ``"smallnorb"`` and ``"svhn"`` are section 7's networks (see :data:`PRESETS`).
 
     Args:
-        preset: a key of :data:`PRESETS` (``"paper"``, ``"small"``, ``"cifar10"``, ``"smallnorb"``,
-            ``"svhn"``), the defaults for every size below.
-        in_channels, image_size: input images are ``(batch, in_channels, image_size, image_size)``.
-        conv_channels, conv_kernel: conv1 (256 channels, 9x9, stride 1, ReLU).
-        primary_types, primary_dim, primary_kernel, primary_stride: PrimaryCaps (32 x 8-D, 9x9, stride 2).
-        n_classes, digit_dim: DigitCaps (10 x 16-D).
-        routing_iterations: r in Procedure 1 (3). Change ``model.routing_iterations`` at any time, or
-            pass ``routing_iterations=`` to :meth:`forward`.
-        routing_gradient: ``"all"`` back-propagates through every routing iteration (official code),
-            ``"last"`` only through the last.
-        reconstruction: build the decoder (FC 512 -> 1024 -> image, sigmoid).
-        decoder_hidden: hidden widths of the decoder.
-        none_of_the_above: route over one extra category that is not a class (section 7, CIFAR-10;
-            see :class:`~capsedu.layers.DigitCaps`). ``lengths`` and ``poses`` hold the ``n_classes``
-            class capsules only, the decoder reads only those, and the margin loss never sees the
-            category (it has no capsule vector to measure).
+        config: a :class:`CapsNetConfig` (its fields document every size), or a key of :data:`PRESETS`.
         memory_format: ``torch.channels_last`` stores the convolutions in NHWC and converts the
             images on the way in (a speed option, see :func:`capsedu.fast.optimize`); results
             are the same.
+        **overrides: fields of :class:`CapsNetConfig` replacing the preset's (with a preset name only).
+
+    ``model.routing_iterations`` (r in Procedure 1) may be changed at any time, or passed to
+    :meth:`forward`. With ``none_of_the_above`` (section 7, CIFAR-10; see
+    :class:`~capsedu.layers.DigitCaps`) ``lengths`` and ``poses`` hold the ``n_classes`` class capsules
+    only, the decoder reads only those, and the margin loss never sees the extra category.
     """
 
-    def __init__(self, preset: str = "paper", *, in_channels: Optional[int] = None, image_size: Optional[int] = None,
-                 conv_channels: Optional[int] = None, conv_kernel: Optional[int] = None,
-                 primary_types: Optional[int] = None, primary_dim: Optional[int] = None,
-                 primary_kernel: Optional[int] = None, primary_stride: Optional[int] = None,
-                 n_classes: Optional[int] = None, digit_dim: Optional[int] = None,
-                 routing_iterations: Optional[int] = None, routing_gradient: Optional[str] = None,
-                 reconstruction: Optional[bool] = None, decoder_hidden: Optional[Sequence[int]] = None,
-                 none_of_the_above: Optional[bool] = None,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(self, config: Union[CapsNetConfig, str] = "paper", *,
+                 memory_format: torch.memory_format = torch.contiguous_format, **overrides: Any):
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"unknown CapsNet preset {preset!r}; choose one of {sorted(PRESETS)}")
-        overrides = {k: v for k, v in locals().items()
-                     if k not in ("self", "preset", "__class__", "memory_format") and v is not None}
-        if "decoder_hidden" in overrides:
-            overrides["decoder_hidden"] = tuple(overrides["decoder_hidden"])
-        cfg = replace(PRESETS[preset], **overrides).validate()
-        self.preset, self.config = preset, cfg
+        cfg = _config_of(config, overrides, CapsNetConfig, "CapsNet")
+        self.preset = config if isinstance(config, str) else None  # the preset's name, None for a config
+        self.config = cfg
         self.conv1 = nn.Conv2d(cfg.in_channels, cfg.conv_channels, kernel_size=cfg.conv_kernel)
         self.primary = PrimaryCaps(cfg.conv_channels, cfg.primary_types, cfg.primary_dim,
                                    cfg.primary_kernel, cfg.primary_stride)
@@ -219,9 +245,14 @@ class CapsNet(nn.Module):
             self.to(memory_format=memory_format)
 
     @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "CapsNet":
+        """The network of preset ``name`` (:data:`PRESETS`) with some :class:`CapsNetConfig` fields replaced."""
+        return cls(CapsNetConfig.from_preset(name, **overrides))
+
+    @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "CapsNet":
         """Rebuild a network from ``CapsNetConfig.to_dict()`` (as stored in checkpoints)."""
-        return cls("paper", **_known_keys(config, CapsNetConfig, "CapsNet"))
+        return cls(CapsNetConfig.from_dict(config))
 
     @property
     def routing_iterations(self) -> int:
@@ -287,8 +318,6 @@ class CapsNet(nn.Module):
         images = self._check_images(images)
         if labels is not None:
             labels = self._check_labels(labels, images.shape[0])
-        if routing_iterations is not None:
-            check_iterations(routing_iterations)
         u = self._encode(images)                                     # (batch, n_primary, primary_dim)
         poses = self.digits(u, iterations=routing_iterations)        # (batch, n_classes, digit_dim)
         lengths = capsule_length(poses)                              # (batch, n_classes)
@@ -301,7 +330,8 @@ class CapsNet(nn.Module):
 
 @dataclass(frozen=True)
 class BaselineCNNConfig:
-    """Sizes of a :class:`BaselineCNN`; the defaults are the paper's MNIST baseline (35.4M parameters)."""
+    """Sizes of a :class:`BaselineCNN`, checked when the config is made; the defaults are the paper's
+    MNIST baseline (35.4M parameters), :data:`BASELINE_PRESETS` names others."""
 
     in_channels: int = 1
     image_size: int = 28
@@ -311,22 +341,25 @@ class BaselineCNNConfig:
     hidden: Tuple[int, ...] = (328, 192)         # two fully connected layers
     dropout: float = 0.5                         # before the final 10-way layer only
 
-    def validate(self) -> "BaselineCNNConfig":
-        for name in ("in_channels", "image_size", "n_classes", "kernel_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BaselineCNN {name} must be a positive integer, got {value!r}")
+    def __post_init__(self) -> None:
+        _positive_ints(self, ("in_channels", "image_size", "n_classes", "kernel_size"), "BaselineCNN")
         for name in ("channels", "hidden"):
-            widths = getattr(self, name)
-            if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-                raise ValueError(f"BaselineCNN {name} must be a non-empty sequence of positive integers, "
-                                 f"got {widths!r}")
+            _widths(self, name, "BaselineCNN", allow_empty=False)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"BaselineCNN kernel_size must be odd ('same' padding keeps the image size), "
                              f"got {self.kernel_size}")
-        if not 0.0 <= self.dropout < 1.0:
+        if check_number(self.dropout, "BaselineCNN dropout", low=0.0) >= 1.0:
             raise ValueError(f"BaselineCNN dropout must lie in [0, 1), got {self.dropout!r}")
-        return self
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "BaselineCNNConfig":
+        """The preset ``name`` of :data:`BASELINE_PRESETS` with some fields replaced."""
+        return _from_preset(BASELINE_PRESETS, name, overrides, "BaselineCNN")
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "BaselineCNNConfig":
+        """The config :meth:`to_dict` wrote, or any subset of its keys."""
+        return cls(**_known_keys(config, cls, "BaselineCNN"))
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -344,48 +377,48 @@ class BaselineCNN(nn.Module):
     (ReLU) -> dropout -> FC 10. Dropout sits only between FC 192 and the 10-way layer, as quoted.
     Returns logits; train with cross-entropy.
 
-    Args:
-        in_channels, image_size, n_classes: input and output sizes (1, 28, 10).
-        channels: conv widths ((256, 256, 128)).
-        kernel_size: conv kernel, odd (5).
-        hidden: fully connected widths ((328, 192)).
-        dropout: dropout probability before the final classification layer (0.5).
+    Built like :class:`CapsNet`: ``BaselineCNN(config)``, ``BaselineCNN.from_preset("small", image_size=36)``
+    or its shorthand ``BaselineCNN("small", image_size=36)``; ``BaselineCNN()`` is the paper's.
 
-    ``model.config`` (a :class:`BaselineCNNConfig`) holds these; ``BaselineCNN.from_config(d)``
-    rebuilds a network from ``model.config.to_dict()``.
+    Args:
+        config: a :class:`BaselineCNNConfig` (its fields document every size), or a key of
+            :data:`BASELINE_PRESETS`.
+        **overrides: fields of :class:`BaselineCNNConfig` replacing the preset's (with a preset name only).
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, n_classes: int = 10,
-                 channels: Sequence[int] = (256, 256, 128), kernel_size: int = 5,
-                 hidden: Sequence[int] = (328, 192), dropout: float = 0.5):
+    def __init__(self, config: Union[BaselineCNNConfig, str] = "paper", **overrides: Any):
         super().__init__()
-        cfg = BaselineCNNConfig(in_channels, image_size, n_classes, tuple(channels), kernel_size,
-                                tuple(hidden), float(dropout)).validate()
+        cfg = _config_of(config, overrides, BaselineCNNConfig, "BaselineCNN")
         self.config = cfg
-        self.in_channels, self.image_size = in_channels, image_size
         convs = []
-        for c_in, c_out in zip([in_channels, *cfg.channels[:-1]], cfg.channels):
-            convs += [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+        for c_in, c_out in zip([cfg.in_channels, *cfg.channels[:-1]], cfg.channels):
+            convs += [nn.Conv2d(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*convs)
-        widths = [cfg.channels[-1] * image_size * image_size, *cfg.hidden]
+        widths = [cfg.channels[-1] * cfg.image_size * cfg.image_size, *cfg.hidden]
         fcs = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             fcs += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
         # "The last fully connected layer is connected with dropout to a 10 class softmax layer"
-        fcs += [nn.Dropout(cfg.dropout), nn.Linear(widths[-1], n_classes)]
+        fcs += [nn.Dropout(cfg.dropout), nn.Linear(widths[-1], cfg.n_classes)]
         self.classifier = nn.Sequential(*fcs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "BaselineCNN":
+        """The network of preset ``name`` (:data:`BASELINE_PRESETS`) with some fields replaced."""
+        return cls(BaselineCNNConfig.from_preset(name, **overrides))
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "BaselineCNN":
         """Rebuild a network from ``BaselineCNNConfig.to_dict()`` (or any subset of its keys)."""
-        return cls(**_known_keys(config, BaselineCNNConfig, "BaselineCNN"))
+        return cls(BaselineCNNConfig.from_dict(config))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, n_classes)`` of ``images (batch, C, H, W)``.
 
         The images are checked as :meth:`CapsNet.forward` checks them (errors name ``images``).
         """
-        images = check_images(images, (self.in_channels, self.image_size, self.image_size),
+        cfg = self.config
+        images = check_images(images, (cfg.in_channels, cfg.image_size, cfg.image_size),
                               self.classifier[-1].weight.dtype, "BaselineCNN")
         return self.classifier(self.features(images).flatten(1))
 

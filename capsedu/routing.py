@@ -25,21 +25,30 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 
+from .checks import check_int
 from .functional import squash
 from .routing_autograd import FAST_PATH_MAX_OUT, route_fast
 
-__all__ = ["dynamic_routing", "routing_trace", "RoutingTrace", "check_iterations", "GRADIENT_MODES"]
+__all__ = ["dynamic_routing", "routing_trace", "RoutingTrace", "check_iterations", "check_gradient_mode",
+           "GRADIENT_MODES", "MAX_ITERATIONS"]
 
 GRADIENT_MODES = ("all", "last")
 
+#: The most routing iterations accepted. The paper uses 1 to 3 and its couplings have settled long before
+#: 100; the bound turns a mistyped huge count into an error instead of a run that never ends.
+MAX_ITERATIONS = 100
 
-def check_iterations(iterations: int) -> int:
-    """Validate a routing-iteration count: a plain integer >= 1."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int):
-        raise ValueError(f"routing iterations must be an integer >= 1, got {iterations!r}")
-    if iterations < 1:
-        raise ValueError(f"routing iterations must be >= 1, got {iterations}")
-    return iterations
+
+def check_iterations(iterations: int, name: str = "routing iterations") -> int:
+    """The one check of a routing-iteration count r (Procedure 1): an integer in ``[1, MAX_ITERATIONS]``."""
+    return check_int(iterations, name, low=1, high=MAX_ITERATIONS)
+
+
+def check_gradient_mode(gradient: str, name: str = "routing_gradient") -> str:
+    """The one check of a routing gradient mode: ``"all"`` or ``"last"``."""
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"{name} must be one of {GRADIENT_MODES}, got {gradient!r}")
+    return gradient
 
 
 def _check_u_hat(u_hat: torch.Tensor) -> None:
@@ -140,7 +149,7 @@ def dynamic_routing(
     Args:
         u_hat: prediction vectors ``u_hat_{j|i}`` (Eq. 2), floating point, of shape
             ``(batch, n_in, n_out, d_out)`` with no empty dimension.
-        iterations: number of routing iterations r (>= 1). ``r = 1`` means uniform couplings
+        iterations: number of routing iterations r (1 to :data:`MAX_ITERATIONS`). ``r = 1`` means uniform couplings
             (``c_ij = 1 / n_out``), i.e. no routing at all.
         return_couplings: also return the couplings ``c`` of the final iteration, shape
             ``(batch, n_in, n_out)``, the ones that produced ``v``.
@@ -160,8 +169,7 @@ def dynamic_routing(
     """
     _check_u_hat(u_hat)
     check_iterations(iterations)
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+    check_gradient_mode(gradient, "gradient")
     if return_couplings and torch.is_grad_enabled() and u_hat.requires_grad:
         v, c = _route(u_hat, iterations, gradient)  # the couplings get gradients too
     elif iterations == 1 or u_hat.shape[2] <= FAST_PATH_MAX_OUT:

@@ -1,11 +1,13 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn as nn
 
-from capsedu import BaselineCNN, CapsNet, DigitCaps, PrimaryCaps, count_parameters
-from capsedu.models import MODELS, PRESETS, BaselineCNNConfig, build_model, model_record
+from capsedu import BaselineCNN, CapsNet, DigitCaps, PrimaryCaps, count_parameters, dynamic_routing
+from capsedu.models import MODELS, PRESETS, BaselineCNNConfig, CapsNetConfig, build_model, model_record
+from capsedu.routing import MAX_ITERATIONS
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +309,49 @@ def test_bad_configurations_are_rejected_with_clear_errors():
         CapsNet(routing_iterations=0)
     with pytest.raises(ValueError, match="too small"):
         CapsNet(image_size=16)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="CapsNet conv_channels must be an integer >= 1, got 0"):
         CapsNet(conv_channels=0)
+    with pytest.raises(ValueError, match=r"unknown CapsNet config keys: \['depth'\]"):
+        CapsNet("small", depth=3)
+    with pytest.raises(ValueError, match="decoder_hidden"):
+        CapsNet("small", decoder_hidden=(32, 0))
+
+
+def test_a_huge_routing_iteration_count_is_refused_everywhere_instead_of_running_for_ever(small):
+    u = torch.rand(1, 3, 2, 4)
+    for build in (lambda: CapsNet("small", routing_iterations=10 ** 9),
+                  lambda: setattr(small, "routing_iterations", MAX_ITERATIONS + 1),
+                  lambda: small(torch.rand(1, 1, 28, 28), routing_iterations=10 ** 9),
+                  lambda: dynamic_routing(u, 10 ** 9),
+                  lambda: DigitCaps(3, 4, 2, 4, iterations=10 ** 9)):
+        with pytest.raises(ValueError, match=rf"iterations must be an integer in \[1, {MAX_ITERATIONS}\]"):
+            build()
+    assert CapsNet("small", routing_iterations=MAX_ITERATIONS).routing_iterations == MAX_ITERATIONS
+
+
+def test_a_model_is_built_from_a_config_or_from_a_preset_with_overrides():
+    config = CapsNetConfig.from_preset("small", image_size=36, reconstruction=False)
+    assert config == replace(PRESETS["small"], image_size=36, reconstruction=False)
+    assert CapsNet(config).config == CapsNet.from_preset("small", image_size=36, reconstruction=False).config \
+        == CapsNet("small", image_size=36, reconstruction=False).config == config
+    assert BaselineCNN.from_preset("small", image_size=36).config == BaselineCNNConfig(channels=(32, 32, 16),
+                                                                                         image_size=36)
+    with pytest.raises(ValueError, match="a CapsNetConfig or a preset name with overrides, not both"):
+        CapsNet(config, image_size=28)
+    with pytest.raises(ValueError, match="takes a CapsNetConfig or a preset name, got int"):
+        CapsNet(3)
+
+
+def test_a_config_is_checked_when_it_is_made_so_no_invalid_config_exists():
+    with pytest.raises(ValueError, match="CapsNet primary_dim must be an integer >= 1, got True"):
+        CapsNetConfig(primary_dim=True)
+    with pytest.raises(ValueError, match="CapsNet routing_gradient must be one of"):
+        replace(CapsNetConfig(), routing_gradient="some")
+    with pytest.raises(ValueError, match="BaselineCNN dropout must be a finite number >= 0.0, got nan"):
+        BaselineCNNConfig(dropout=float("nan"))
+    with pytest.raises(ValueError, match="BaselineCNN channels must be a non-empty sequence"):
+        BaselineCNNConfig(channels=())
+    assert CapsNetConfig(decoder_hidden=[8, 4]).decoder_hidden == (8, 4)  # JSON lists become tuples
 
 
 def test_config_round_trip_rebuilds_the_same_architecture():
