@@ -1,0 +1,176 @@
+"""EM routing between matrix capsules (Hinton, Sabour & Frosst, ICLR 2018, Procedure 1).
+
+A capsule is a 4x4 pose matrix ``M`` and an activation ``a`` (the probability that its entity is present).
+Child i votes ``V_ij = M_i W_ij`` for parent j (:func:`matrix_votes`; as 16 numbers, ``h = 1..16``). Each
+parent is a Gaussian cluster of the votes with a diagonal covariance, and routing is EM on that mixture:
+
+* ``R_ij <- 1 / n_out``                                            (line 2) uniform assignments
+* M-step (line 4, :func:`m_step`)::
+
+      R_ij <- R_ij a_i                                             children vote as much as they are present
+      mu_j^h <- sum_i R_ij V_ij^h / sum_i R_ij
+      (sigma_j^h)^2 <- sum_i R_ij (V_ij^h - mu_j^h)^2 / sum_i R_ij
+      cost^h <- (beta_u + log sigma_j^h) sum_i R_ij
+      a_j <- logistic(lambda (beta_a - sum_h cost^h))
+
+* E-step (line 5, :func:`e_step`)::
+
+      p_ij <- prod_h N(V_ij^h; mu_j^h, (sigma_j^h)^2)
+      R_ij <- a_j p_ij / sum_k a_k p_ik
+
+The parent's pose is ``mu_j`` and its activation ``a_j`` from the last M-step. A parent is active when
+many present children agree closely (a small ``sigma``, so a negative cost); ``beta_u`` and ``beta_a``
+(one each per parent here) are learned. The inverse temperature ``lambda`` grows with the iteration; the
+paper gives no formula, the authors did on OpenReview (quoted in IBM/matrix-capsules-with-em-routing,
+``em_routing.py``): ``lambda_t = final_lambda (1 - 0.95^t)`` for iterations ``t = 1, 2, ...``, with
+``final_lambda = 0.01`` (:func:`inverse_temperature`).
+
+Numerics: the E-step works with logarithms (``R`` is a softmax of ``log a_j + log p_ij``, so far-away votes
+do not underflow ``p`` to 0/0), a variance gets ``1e-9`` added before its logarithm (a parent with one
+child has ``sigma = 0``), and the M-step divides by ``sum_i R_ij + 1e-12`` (absent children give 0).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .base import Routing, capsule_from_presence
+
+__all__ = ["EMRouting", "EMResult", "em_routing", "m_step", "e_step", "inverse_temperature", "matrix_votes"]
+
+_VARIANCE_EPS = 1e-9
+_MASS_EPS = 1e-12
+#: keeps log a_j finite when a parent's activation underflows to 0
+_ACTIVATION_EPS = 1e-30
+
+
+def inverse_temperature(iteration: int, final_lambda: float = 0.01) -> float:
+    """``lambda`` of routing iteration ``iteration`` (1, 2, ...): ``final_lambda (1 - 0.95^iteration)``."""
+    return final_lambda * (1.0 - 0.95 ** iteration)
+
+
+def matrix_votes(poses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Votes ``V_ij = M_i W_ij`` of 4x4 pose matrices, flattened to 16 numbers.
+
+    Args:
+        poses: ``M (batch, n_in, 4, 4)``.
+        weights: ``W (n_in, n_out, 4, 4)``, the learned viewpoint-invariant transformations.
+
+    Returns:
+        ``(batch, n_in, n_out, 16)``, row-major flattening of each ``M_i W_ij``.
+    """
+    if poses.dim() != 4 or poses.shape[-2:] != (4, 4) or weights.dim() != 4 or weights.shape[-2:] != (4, 4) \
+            or weights.shape[0] != poses.shape[1]:
+        raise ValueError(f"poses must be (batch, n_in, 4, 4) and weights (n_in, n_out, 4, 4) with the same n_in, "
+                         f"got {tuple(poses.shape)} and {tuple(weights.shape)}")
+    votes = torch.matmul(poses.unsqueeze(2), weights.to(poses.dtype))  # (batch, n_in, n_out, 4, 4)
+    return votes.flatten(-2)
+
+
+def m_step(assignments: torch.Tensor, votes: torch.Tensor, activations: torch.Tensor, beta_u: torch.Tensor,
+           beta_a: torch.Tensor, inverse_temp: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One M-step: fit each parent's Gaussian to the votes and decide its activation.
+
+    Args:
+        assignments: ``R (batch, n_in, n_out)``.
+        votes: ``V (batch, n_in, n_out, h)``.
+        activations: children's ``a (batch, n_in)``.
+        beta_u, beta_a: ``(n_out,)``.
+        inverse_temp: ``lambda``.
+
+    Returns:
+        parents' activations ``(batch, n_out)``, means ``mu (batch, n_out, h)`` and variances
+        ``sigma^2 (batch, n_out, h)`` (with the ``1e-9`` floor).
+    """
+    r = assignments * activations.unsqueeze(-1)                        # R_ij <- R_ij a_i
+    mass = r.sum(dim=1)                                                # sum_i R_ij, (batch, n_out)
+    weights = (r / (mass.unsqueeze(1) + _MASS_EPS)).unsqueeze(-1)      # (batch, n_in, n_out, 1)
+    mean = (weights * votes).sum(dim=1)                                # mu_j^h
+    variance = (weights * (votes - mean.unsqueeze(1)) ** 2).sum(dim=1) + _VARIANCE_EPS  # (sigma_j^h)^2
+    cost = (beta_u.unsqueeze(-1) + 0.5 * torch.log(variance)) * mass.unsqueeze(-1)  # cost^h, log sigma = log var / 2
+    parent_activations = torch.sigmoid(inverse_temp * (beta_a - cost.sum(dim=-1)))
+    return parent_activations, mean, variance
+
+
+def e_step(votes: torch.Tensor, activations: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor
+           ) -> torch.Tensor:
+    """One E-step: each child's assignments, the posterior of the parents given its vote.
+
+    Args:
+        votes: ``V (batch, n_in, n_out, h)``.
+        activations: parents' ``a (batch, n_out)``.
+        mean, variance: parents' ``mu`` and ``sigma^2``, ``(batch, n_out, h)``.
+
+    Returns:
+        ``R (batch, n_in, n_out)``, summing to 1 over the parents.
+    """
+    mean, variance = mean.unsqueeze(1), variance.unsqueeze(1)
+    log_p = -(((votes - mean) ** 2) / (2 * variance) + 0.5 * torch.log(2 * math.pi * variance)).sum(dim=-1)
+    return torch.softmax(torch.log(activations + _ACTIVATION_EPS).unsqueeze(1) + log_p, dim=2)
+
+
+class EMResult(NamedTuple):
+    """What :func:`em_routing` returns."""
+
+    poses: torch.Tensor        # mu_j, (batch, n_out, h)
+    activations: torch.Tensor  # a_j, (batch, n_out)
+    assignments: torch.Tensor  # R_ij used by the last M-step, (batch, n_in, n_out)
+
+
+def em_routing(votes: torch.Tensor, activations: torch.Tensor, beta_u: torch.Tensor, beta_a: torch.Tensor,
+               iterations: int = 3, final_lambda: float = 0.01) -> EMResult:
+    """Procedure 1 of Hinton et al. (2018): ``iterations`` M-steps with E-steps between them.
+
+    The E-step after the last M-step would change no output, so it is skipped.
+
+    Args:
+        votes: ``V (batch, n_in, n_out, h)``, ``h = 16`` for 4x4 poses (any ``h`` works).
+        activations: children's ``a (batch, n_in)`` in [0, 1].
+        beta_u, beta_a: ``(n_out,)``.
+        iterations: number of M-steps (>= 1).
+        final_lambda: see :func:`inverse_temperature`.
+    """
+    batch, n_in, n_out, _ = votes.shape
+    assignments = votes.new_full((batch, n_in, n_out), 1.0 / n_out)   # line 2
+    for t in range(1, iterations + 1):                                 # line 3
+        parent_activations, mean, variance = m_step(assignments, votes, activations, beta_u, beta_a,
+                                                    inverse_temperature(t, final_lambda))  # line 4
+        if t < iterations:
+            assignments = e_step(votes, parent_activations, mean, variance)  # line 5
+    return EMResult(mean, parent_activations, assignments)
+
+
+class EMRouting(Routing):
+    """EM routing as a routing module: the output capsule has the pose ``mu_j`` as its direction and the
+    activation ``a_j`` as its length (:func:`~capsedu.routings.base.capsule_from_presence`).
+
+    The children's activations come from the caller (:class:`~capsedu.layers.DigitCaps` passes the lengths
+    of its input capsules); without them every child counts as present (``a_i = 1``).
+
+    Args:
+        n_in, n_out, dim: see :class:`~capsedu.routings.base.Routing` (``dim = 16`` for 4x4 poses).
+        final_lambda: the limit of the inverse-temperature schedule, :func:`inverse_temperature` (0.01).
+    """
+
+    def __init__(self, n_in: int, n_out: int, dim: int, final_lambda: float = 0.01):
+        super().__init__(n_in, n_out, dim)
+        if isinstance(final_lambda, bool) or not isinstance(final_lambda, (int, float)) \
+                or not math.isfinite(final_lambda) or final_lambda <= 0:
+            raise ValueError(f"final_lambda must be a positive number, got {final_lambda!r}")
+        self.final_lambda = float(final_lambda)
+        self.beta_u = nn.Parameter(torch.zeros(n_out))
+        self.beta_a = nn.Parameter(torch.zeros(n_out))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, final_lambda={self.final_lambda}"
+
+    def route(self, u_hat: torch.Tensor, iterations: int, activations: Optional[torch.Tensor],
+              return_couplings: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if activations is None:
+            activations = u_hat.new_ones(u_hat.shape[:2])
+        result = em_routing(u_hat, activations, self.beta_u.to(u_hat.dtype), self.beta_a.to(u_hat.dtype),
+                            iterations, self.final_lambda)
+        return capsule_from_presence(result.poses, result.activations), result.assignments
