@@ -344,6 +344,8 @@ class TrainConfig:
     data: Optional[str] = None           # data root; None -> $CAPSEDU_DATA -> ~/.cache/capsedu
     subset: Optional[bool] = None        # True: shipped subset; None: full data, subset if unavailable
     train_limit: Optional[int] = None    # use only the first N training / test examples
+    train_subset_seed: Optional[int] = None  # with train_limit: N class-balanced training examples drawn with
+                                         # this seed instead of the first N (capsedu.data.subsets)
     train_repeat: int = 1                # one epoch passes over the training examples this many times (pairs:
                                          # an epoch is this many fresh pairs per training digit)
     test_limit: Optional[int] = None
@@ -381,6 +383,10 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
         _check_int("seed", self.seed, low=0, high=2 ** 63 - 1)
+        if self.train_subset_seed is not None:
+            _check_int("train_subset_seed", self.train_subset_seed, low=0, high=2 ** 63 - 1)
+            if self.train_limit is None:
+                raise ValueError(f"{_flag('train_subset_seed')} draws --train-limit examples: give --train-limit")
         for name in ("lr", "lr_decay", "reconstruction_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -652,6 +658,7 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
          run_dir: RunDirectory, interrupt: DeferredInterrupt) -> FitResult:
     # data imports torchvision; keep `import capsedu.train` light
     from .data import PAIR_DATASETS, Batches, PairBatches, load_split, pair_test_batches
+    from .data.subsets import balanced_subset
     from .distributed import wrap_model
 
     if not ctx.is_main:
@@ -676,6 +683,8 @@ def _fit(config: TrainConfig, resume: Optional[os.PathLike], overwrite: bool, pr
     train_split = load_split(digits, "train", root=config.data, subset=config.subset)
     test_split = load_split(digits, "test", root=config.data, subset=config.subset)
     limit = config.train_limit
+    if config.train_subset_seed is not None:
+        train_split = balanced_subset(train_split, limit, config.train_subset_seed)
     used_images = train_split.images[:limit] if limit else train_split.images
     used_labels = train_split.labels[:limit] if limit else train_split.labels
     fingerprint = data_fingerprint(used_images, used_labels, config.dataset, train_split.source)

@@ -2,6 +2,6 @@
 
 Each experiment is a list of training runs (:class:`experiments.runner.Run`). The runner trains each
 run with :func:`capsedu.train.fit`, resumes it after an interruption, and writes one JSON record per
-finished run to ``experiments/results/<experiment>/<run>.json``; the book's chapters 7 and 8 read
-those records. See ``experiments/README.md``.
+finished run to ``experiments/results/<experiment>/<scale>/<run>.json`` (the format: :mod:`capsedu.records`);
+the book's chapters 7 and 8 read those records. See ``experiments/README.md``.
 """

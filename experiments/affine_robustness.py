@@ -62,6 +62,7 @@ def runs(scale: str, seeds: Sequence[int] = (0,)) -> List[Run]:
             elif scale != "paper":
                 settings["preset"] = "affine-small"  # parameter-matched to the small CapsNet on 40x40
             config = TrainConfig(**settings)
-            out.append(Run(NAME, f"{stem}-seed{seed}", config, scale, measure=measure_affine(scale),
+            out.append(Run(NAME, f"{stem}-seed{seed}", config, scale, key={"model": stem, "seed": seed},
+                           measure=measure_affine(scale),
                            labels={"model": model, "routing_iterations": iterations}))
     return out

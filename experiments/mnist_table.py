@@ -42,6 +42,6 @@ def runs(scale: str, seeds: Sequence[int] = (0, 1, 2)) -> List[Run]:
             settings = dict(SCALES[scale], model=model, seed=seed)
             if model == "capsnet":
                 settings.update(routing_iterations=iterations, reconstruction=reconstruction)
-            out.append(Run(NAME, f"{stem}-seed{seed}", TrainConfig(**settings), scale,
+            out.append(Run(NAME, f"{stem}-seed{seed}", TrainConfig(**settings), scale, key={"row": stem, "seed": seed},
                            labels={"row": stem, "label": label, "paper_error": paper, "paper_std": paper_std}))
     return out

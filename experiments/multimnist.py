@@ -16,7 +16,7 @@ two largest logits for the CNN) are exactly its two classes. Training pairs are 
 (``TrainConfig(dataset="multimnist")``; the paper makes 1K pairs per training digit on the fly); the
 test set is fixed: 10,000 pairs of MNIST test digits (:func:`capsedu.data.pair_test_batches`, seed 0;
 the paper tests on 10M). The record's ``extra`` holds the error by that rule, the number of test pairs,
-the mean bounding-box overlap of the test pairs (:func:`capsedu.data.measure_overlap`, intersection
+the mean bounding-box overlap of the test pairs (:func:`capsedu.teaching.overlap.measure_overlap`, intersection
 over the smaller box: 0.725 for this test set; the paper says "80 %") and the paper's numbers.
 
 Scales:
@@ -38,7 +38,8 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from capsedu.data import PAIR_DATASETS, load_split, measure_overlap, pair_test_batches
+from capsedu.data import PAIR_DATASETS, load_split, pair_test_batches
+from capsedu.teaching.overlap import measure_overlap
 from capsedu.train import TrainConfig, evaluate
 
 from .runner import Run
@@ -85,7 +86,8 @@ def runs(scale: str, seeds: Sequence[int] = (0,)) -> List[Run]:
             settings = dict(SCALES[scale], dataset="multimnist", model=model, seed=seed)
             if model == "capsnet":
                 settings.update(routing_iterations=iterations, reconstruction=True)
-            out.append(Run(NAME, f"{stem}-seed{seed}", TrainConfig(**settings), scale, measure=measure_multimnist,
+            out.append(Run(NAME, f"{stem}-seed{seed}", TrainConfig(**settings), scale, key={"row": stem, "seed": seed},
+                           measure=measure_multimnist,
                            labels={"row": stem, "label": label, "paper_error": paper,
                                    "loss": TrainConfig(**settings).build_objective().name}))
     return out

@@ -1,4 +1,4 @@
-"""``python -m experiments.run EXPERIMENT [--scale cpu] [--seeds 0 1 2] [--only RUN]``
+"""``python -m experiments.run EXPERIMENT [--scale cpu] [--seeds 0 1 2] [--only RUN ...]``
 
 Trains every run of an experiment that has no record yet, resuming interrupted ones, and writes one
 JSON record per run to ``experiments/results/EXPERIMENT/SCALE/RUN.json``. Safe to stop at any moment
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import affine_robustness, data_efficiency, mnist_table, multimnist
-from .runner import REPO, execute
+from .runner import REPO, execute, select
 
 EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist)}
 
@@ -22,7 +22,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--scale", choices=["tiny", "cpu", "paper"], default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the experiment's")
-    parser.add_argument("--only", nargs="+", default=None, metavar="RUN", help="run only these runs")
+    parser.add_argument("--only", nargs="+", default=None, metavar="RUN",
+                        help="run only these runs (shell wildcards allowed: 'capsnet-n100-*')")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results", default=str(REPO / "experiments" / "results"))
     parser.add_argument("--runs", default=str(REPO / "runs" / "experiments"), help="checkpoints of unfinished runs")
@@ -30,11 +31,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     module = EXPERIMENTS[args.experiment]
     selected = module.runs(args.scale) if args.seeds is None else module.runs(args.scale, seeds=args.seeds)
-    if args.only:
-        unknown = set(args.only) - {r.name for r in selected}
-        if unknown:
-            parser.error(f"unknown runs {sorted(unknown)}; this experiment has {[r.name for r in selected]}")
-        selected = [r for r in selected if r.name in args.only]
+    try:
+        selected = select(selected, args.only)
+    except ValueError as exc:
+        parser.error(str(exc))
     from dataclasses import replace
 
     from capsedu.checkpoint import CheckpointError

@@ -1,35 +1,31 @@
-"""Run an experiment's training runs resumably and record each result as JSON.
+"""Run an experiment's training runs resumably and record each result (:mod:`capsedu.records`).
 
 A run is finished when its record exists: running the experiment again skips it. A run that was
 interrupted (Ctrl-C, ``kill``, the end of a session) continues from ``runs/experiments/<experiment>/
-<run>/last.pt`` at the exact batch where it stopped (:func:`capsedu.train.fit` with ``resume``).
+<scale>/<run>/last.pt`` at the exact batch where it stopped (:func:`capsedu.train.fit` with ``resume``);
+a run whose checkpoint already holds every epoch but no record (the record could not be written, or the
+process stopped between the two) gets its record from that checkpoint without training again.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from capsedu._io import atomic_write
-from capsedu.teaching.records import load_records  # the chapter reads records with the same function
-from capsedu.train import TrainConfig, fit
+from capsedu import records
+from capsedu.checkpoint import load_model
+from capsedu.train import TrainConfig, fit, read_resumable, resume_differences, select_device
 
-__all__ = ["Run", "RECORD_FORMAT", "execute", "record_path", "load_records", "validate_record", "REPO"]
+__all__ = ["Run", "execute", "record_path", "select", "REPO"]
 
 REPO = Path(__file__).resolve().parent.parent
-RECORD_FORMAT = "capsedu-experiment-record-v1"
-
-#: keys every record holds (validated by :func:`validate_record`)
-RECORD_KEYS = ("format", "experiment", "run", "scale", "config", "seed", "epochs", "wall_seconds",
-               "train_seconds", "device", "machine", "torch", "commit", "test_error", "test_accuracy",
-               "history", "extra")
 
 
 @dataclass
@@ -41,21 +37,30 @@ class Run:
         name: the run's name, unique within the experiment (a file name).
         config: what :func:`capsedu.train.fit` trains (its ``output`` is set by the runner).
         scale: ``"tiny"`` (tests), ``"cpu"`` (the reduced scale of the book) or ``"paper"`` (a GPU).
+        key: the facts that identify the run among the experiment's, its ``seed`` included (e.g.
+            ``{"model": "capsnet", "train_size": 100, "subset_seed": 0, "seed": 0}``); tables pool the
+            runs whose keys differ only in the seed.
         measure: after training, ``measure(model, config)`` returns extra numbers for the record
             (e.g. accuracy on a robustness test set).
-        labels: free-form facts for the chapters' tables (e.g. ``{"routing": 3, "reconstruction": True}``).
+        labels: facts for the chapters' tables that do not identify the run (e.g. the paper's number).
     """
 
     experiment: str
     name: str
     config: TrainConfig
     scale: str
+    key: Dict[str, Any]
     measure: Optional[Callable[[torch.nn.Module, TrainConfig], Dict[str, Any]]] = None
     labels: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.key.get("seed") != self.config.seed:
+            raise ValueError(f"run {self.name}: its key's seed {self.key.get('seed')!r} is not the "
+                             f"configuration's {self.config.seed}")
+
 
 def record_path(run: Run, results: Path) -> Path:
-    return results / run.experiment / run.scale / f"{run.name}.json"
+    return records.record_path(results, run.experiment, run.scale, run.name)
 
 
 def _commit() -> str:
@@ -80,47 +85,87 @@ def _machine(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads" + (f", {gpu}" if gpu else "")
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail before hours of training, not after, when the record could not be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise records.RecordError(f"cannot write records to {folder}: {exc.strerror or exc}") from None
+
+
+def _finished(checkpoint: Path, config: TrainConfig) -> bool:
+    """Whether ``checkpoint`` holds every epoch ``config`` asks for (the end of a run, not a mid-epoch stop).
+
+    Raises:
+        ValueError: the checkpoint was trained with other settings than ``config``.
+    """
+    state, saved = read_resumable(checkpoint)
+    refused, _ = resume_differences(saved, config)
+    if refused:
+        raise ValueError(f"{checkpoint} was trained with other settings than this run: {'; '.join(refused)}; "
+                         f"move it away to train the run afresh")
+    return int(state["epoch"]) >= config.epochs and int(state["step_in_epoch"]) == 0
+
+
 def execute(run: Run, results: Path, runs: Path, log: Callable[[str], None] = print,
             progress: bool = False) -> Dict[str, Any]:
-    """Train ``run`` (or resume it) unless its record exists; return the record."""
+    """Train ``run`` (or resume it, or record its finished checkpoint) unless its record exists; return the record.
+
+    Raises:
+        capsedu.records.RecordError: the existing record is malformed (the message names the file), or the
+            results folder cannot be written.
+    """
     path = record_path(run, results)
     if path.exists():
-        return json.loads(path.read_text())
+        return records.read_record(path)
+    _check_writable(path.parent)
     out = runs / run.experiment / run.scale / run.name
     config = replace(run.config, output=str(out))
     checkpoint = out / "last.pt"
-    resume = checkpoint if checkpoint.exists() else None
-    log(f"{run.experiment}/{run.scale}/{run.name}: " + ("resuming" if resume else "training"))
     start = time.perf_counter()
-    result = fit(config, resume=resume, overwrite=resume is None, progress=progress, log=log)
-    extra = run.measure(result.model, config) if run.measure is not None else {}
-    last = result.history[-1]
-    device = str(next(result.model.parameters()).device)
+    if checkpoint.exists() and _finished(checkpoint, config):
+        log(f"{run.experiment}/{run.scale}/{run.name}: recording the finished run in {checkpoint}")
+        model, state = load_model(checkpoint)
+        model = model.to(select_device(config.device))
+        history, data_source = list(state["history"]), state.get("data_source", "full")
+    else:
+        resume = checkpoint if checkpoint.exists() else None
+        log(f"{run.experiment}/{run.scale}/{run.name}: " + ("resuming" if resume else "training"))
+        result = fit(config, resume=resume, overwrite=resume is None, progress=progress, log=log)
+        model, history, data_source = result.model, result.history, result.data_source
+    extra = run.measure(model, config) if run.measure is not None else {}
+    last = history[-1]
+    device = str(next(model.parameters()).device)
     record = {
-        "format": RECORD_FORMAT, "experiment": run.experiment, "run": run.name, "scale": run.scale,
-        "labels": run.labels, "config": asdict(config), "seed": config.seed, "epochs": len(result.history),
+        "format": records.RECORD_FORMAT, "experiment": run.experiment, "run": run.name, "key": run.key,
+        "scale": run.scale, "labels": run.labels, "config": asdict(config), "seed": config.seed,
+        "epochs": len(history),
         "wall_seconds": round(time.perf_counter() - start, 1),  # this invocation (a resumed run: the rest only)
-        "train_seconds": round(sum(h["seconds"] for h in result.history), 1),
+        "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "device": device, "machine": _machine(device), "torch": torch.__version__, "commit": _commit(),
-        "data_source": result.data_source, "test_error": last["test_error"],
-        "test_accuracy": last["test_accuracy"], "history": result.history, "extra": extra,
+        "data_source": data_source, "test_error": last["test_error"],
+        "test_accuracy": last["test_accuracy"], "history": history, "extra": extra,
     }
-    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    records.write_record(path, record)
     log(f"{run.experiment}/{run.scale}/{run.name}: test error {100 * last['test_error']:.2f}% -> {path}")
     return record
 
 
-def validate_record(record: Dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming what is wrong with a record (used by the tests on every committed one)."""
-    missing = [k for k in RECORD_KEYS if k not in record]
-    if missing:
-        raise ValueError(f"record lacks {missing}")
-    if record["format"] != RECORD_FORMAT:
-        raise ValueError(f"unknown record format {record['format']!r}")
-    if not 0.0 <= record["test_error"] <= 1.0 or abs(record["test_error"] + record["test_accuracy"] - 1) > 1e-9:
-        raise ValueError(f"test_error {record['test_error']} and test_accuracy {record['test_accuracy']} disagree")
-    if record["epochs"] != len(record["history"]) or not record["history"]:
-        raise ValueError("epochs does not match the history")
-    if record["history"][-1]["test_error"] != record["test_error"]:
-        raise ValueError("test_error is not the last epoch's")
-    TrainConfig(**record["config"]).validate()
+def select(runs: List[Run], patterns: Optional[List[str]]) -> List[Run]:
+    """The runs whose names match any of ``patterns`` (shell wildcards: ``"capsnet-n100-*"``), in experiment
+    order; all of them when ``patterns`` is ``None``.
+
+    Raises:
+        ValueError: a pattern matches no run (the message lists the experiment's runs).
+    """
+    if patterns is None:
+        return list(runs)
+    from fnmatch import fnmatchcase
+
+    unmatched = [p for p in patterns if not any(fnmatchcase(r.name, p) for r in runs)]
+    if unmatched:
+        raise ValueError(f"--only {' '.join(unmatched)} matches no run; this experiment has "
+                         f"{', '.join(r.name for r in runs)}")
+    return [r for r in runs if any(fnmatchcase(r.name, p) for p in patterns)]

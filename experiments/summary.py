@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from capsedu.teaching.records import format_percent, load_records, summarize
+from capsedu.records import RecordError, format_percent, group_of, load_records, summarize
 
 from .runner import REPO
 
@@ -20,8 +21,9 @@ from .runner import REPO
 PAPER_AFFINE = {"capsnet": "79 % (real affNIST)", "baseline": "66 % (real affNIST)"}
 
 
-def _base(record: Dict[str, Any]) -> str:
-    return record["run"].rsplit("-seed", 1)[0]
+def _name(row) -> str:
+    """The row's key (the run's key without the seed) as the one value it holds, e.g. ``"capsnet-r1"``."""
+    return ", ".join(str(v) for _, v in row.key)
 
 
 def _seeds(row) -> str:
@@ -30,7 +32,7 @@ def _seeds(row) -> str:
 
 def mnist_table(records: List[Dict[str, Any]]) -> List[str]:
     lines = ["| row | test error, ours | seeds | paper |", "|---|---|---|---|"]
-    for row in summarize(records, key=lambda r: r["labels"]["row"], label=lambda r: r["labels"]["label"]):
+    for row in summarize(records, label=lambda r: r["labels"]["label"]):
         paper = f"{row.paper:.2f}" + (f" +- {row.paper_std:.3f}" if row.paper_std else "") + " %"
         lines.append(f"| {row.label} | {format_percent(row)} | {_seeds(row)} | {paper} |")
     return lines
@@ -38,9 +40,9 @@ def mnist_table(records: List[Dict[str, Any]]) -> List[str]:
 
 def multimnist(records: List[Dict[str, Any]]) -> List[str]:
     lines = ["| run | pairs wrong, ours | seeds | mean overlap | paper |", "|---|---|---|---|---|"]
-    for row in summarize(records, key=_base, label=lambda r: r["labels"]["label"],
+    for row in summarize(records, label=lambda r: r["labels"]["label"],
                          value=lambda r: r["extra"]["multimnist_test_error"]):
-        overlap = next(r["extra"]["mean_overlap"] for r in records if _base(r) == row.key)
+        overlap = next(r["extra"]["mean_overlap"] for r in records if group_of(r) == row.key)
         lines.append(f"| {row.label} | {format_percent(row)} | {_seeds(row)} | {100 * overlap:.1f} % | "
                      f"{row.paper} % |")
     return lines
@@ -49,21 +51,23 @@ def multimnist(records: List[Dict[str, Any]]) -> List[str]:
 def affine_robustness(records: List[Dict[str, Any]]) -> List[str]:
     lines = ["| run | clean test accuracy | warped test accuracy (generated set) | seeds | paper (warped) |",
              "|---|---|---|---|---|"]
-    clean = {row.key: row for row in summarize(records, key=_base, value=lambda r: r["test_accuracy"])}
-    for row in summarize(records, key=_base, value=lambda r: r["extra"]["affine_test_accuracy"]):
-        lines.append(f"| {row.key} | {format_percent(clean[row.key])} | {format_percent(row)} | {_seeds(row)} | "
-                     f"{PAPER_AFFINE.get(row.key, '-')} |")
+    clean = {row.key: row for row in summarize(records, value=lambda r: r["test_accuracy"])}
+    for row in summarize(records, value=lambda r: r["extra"]["affine_test_accuracy"]):
+        lines.append(f"| {_name(row)} | {format_percent(clean[row.key])} | {format_percent(row)} | {_seeds(row)} | "
+                     f"{PAPER_AFFINE.get(_name(row), '-')} |")
     return lines
 
 
 def data_efficiency(records: List[Dict[str, Any]]) -> List[str]:
-    by = {(r["labels"]["model"], r["labels"]["train_size"]): r for r in records}
-    sizes = sorted({n for _, n in by})
-    lines = ["| training digits | CapsNet test error | baseline test error | optimizer steps |", "|---|---|---|---|"]
-    for n in sizes:
-        cells = [f"{100 * by[(m, n)]['test_error']:.2f} %" if (m, n) in by else "-" for m in ("capsnet", "baseline")]
-        steps = next(r["labels"]["steps"] for (m, k), r in by.items() if k == n)
-        lines.append(f"| {n:,} | {cells[0]} | {cells[1]} | {steps:,} |")
+    models = ("capsnet", "capsnet-no-decoder", "baseline")
+    rows = {row.key: row for row in summarize(records, key=lambda r: (r["key"]["model"], r["key"]["train_size"]))}
+    lines = ["| training digits | CapsNet test error | CapsNet without decoder | baseline test error | seeds | "
+             "optimizer steps |", "|---|---|---|---|---|---|"]
+    for n in sorted({n for _, n in rows}):
+        cells = [format_percent(rows[(m, n)]) if (m, n) in rows else "-" for m in models]
+        seeds = sorted({s for (m, k), row in rows.items() if k == n for s in row.seeds})
+        steps = next(r["labels"]["steps"] for r in records if r["key"]["train_size"] == n)
+        lines.append(f"| {n:,} | {' | '.join(cells)} | {', '.join(map(str, seeds))} | {steps:,} |")
     return lines
 
 
@@ -117,7 +121,11 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(REPO / "experiments" / "results"))
     parser.add_argument("--readme", action="store_true", help="also write the tables into README.md")
     args = parser.parse_args(argv)
-    text = summary(args.scale, Path(args.results))
+    try:
+        text = summary(args.scale, Path(args.results))
+    except RecordError as exc:
+        print(f"experiments.summary: error: {exc}", file=sys.stderr)
+        return 2
     print(text)
     if args.readme:
         update_readme(text)

@@ -1,21 +1,29 @@
 """The experiments runner (experiments/): every experiment runs at a tiny scale, resumes, and every
 committed record is valid."""
 import json
+from collections import Counter
 from dataclasses import asdict
 
 import pytest
 
 from capsedu.checkpoint import load_checkpoint
+from capsedu.records import RecordError, examples_seen, read_record, validate_record
 from capsedu.train import TrainConfig, fit
 from experiments import data_efficiency, mnist_table
 from experiments.run import EXPERIMENTS, main
-from experiments.runner import REPO, execute, record_path, validate_record
+from experiments.runner import REPO, execute, record_path
 from run_fixtures import quiet
 
 
 def _optimizer_steps(config: dict) -> int:
     """Steps a training configuration takes: batches per epoch (the last one partial) times epochs."""
     return -(-config["train_limit"] * config["train_repeat"] // config["batch_size"]) * config["epochs"]
+
+
+def _finish_without_record(run, tmp_path):
+    """Train ``run`` to its end outside the runner, as if the process had stopped before writing the record."""
+    out = tmp_path / "c" / run.experiment / run.scale / run.name
+    fit(TrainConfig(**{**run.config.__dict__, "output": str(out)}), progress=False, log=quiet)
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -48,12 +56,93 @@ def test_the_data_efficiency_budget_is_the_same_number_of_steps_for_every_size(s
     assert data_efficiency.steps("cpu") == 1407, "the chapter states 1,407 steps (3 epochs of 60,000 digits)"
 
 
-def test_every_recorded_data_efficiency_run_trained_the_steps_its_label_states():
-    paths = sorted((REPO / "experiments" / "results" / "data_efficiency").glob("*/*.json"))
-    assert paths, "no data-efficiency records committed"
-    for path in paths:
-        record = json.loads(path.read_text())
-        assert _optimizer_steps(record["config"]) == record["labels"]["steps"], path.name
+def test_data_efficiency_draws_a_balanced_subset_per_seed_below_the_full_set_for_three_models():
+    runs = data_efficiency.runs("cpu")
+    assert Counter(r.key["model"] for r in runs) == {"capsnet": 12, "capsnet-no-decoder": 12, "baseline": 12}
+    for run in runs:
+        full = run.key["train_size"] == 60000
+        assert run.key["subset_seed"] == (None if full else run.key["seed"]) == run.config.train_subset_seed
+        assert run.config.reconstruction == (run.key["model"] == "capsnet") or run.key["model"] == "baseline"
+    assert [r.key["train_size"] for r in runs] == sorted(r.key["train_size"] for r in runs)  # small sizes first
+    assert len({r.name for r in runs}) == len(runs) == len({tuple(sorted(r.key.items())) for r in runs})
+
+
+def test_a_data_efficiency_run_trains_on_as_many_examples_as_its_budget(tmp_path):
+    run = data_efficiency.runs("tiny", seeds=(1,))[0]
+    record = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert examples_seen(record) == data_efficiency.EXAMPLES["tiny"] == run.config.train_limit * run.config.train_repeat
+    assert record["key"] == {"model": "capsnet", "train_size": 64, "subset_seed": 1, "seed": 1}
+    state = load_checkpoint(tmp_path / "c" / "data_efficiency" / "tiny" / run.name / "last.pt")
+    assert state["data"]["examples"] == 64   # the 64 distinct digits of the subset, repeated four times
+
+
+def test_every_recorded_data_efficiency_run_trained_the_examples_of_its_budget():
+    for path in sorted((REPO / "experiments" / "results" / "data_efficiency").glob("*/*.json")):
+        record = read_record(path)
+        assert examples_seen(record) == record["labels"]["examples"], path.name
+        assert record["labels"]["examples"] == data_efficiency.EXAMPLES[record["scale"]], path.name
+
+
+def test_only_takes_shell_wildcards_and_names_a_pattern_that_matches_nothing(tmp_path, capsys):
+    from experiments.runner import select
+
+    runs = data_efficiency.runs("cpu")
+    chosen = select(runs, ["*-n100-seed0", "baseline-n1000-*"])
+    assert [r.name for r in chosen] == ["capsnet-n100-seed0", "capsnet-no-decoder-n100-seed0", "baseline-n100-seed0",
+                                        "baseline-n1000-seed0", "baseline-n1000-seed1", "baseline-n1000-seed2"]
+    with pytest.raises(SystemExit) as exc:
+        main(["data_efficiency", "--only", "capsnet-n7-*", "--results", str(tmp_path)])
+    assert exc.value.code == 2 and "--only capsnet-n7-* matches no run" in capsys.readouterr().err
+
+
+def test_a_finished_run_without_its_record_gets_the_record_from_its_checkpoint(tmp_path, monkeypatch):
+    run = mnist_table.runs("tiny", seeds=(0,))[0]
+    _finish_without_record(run, tmp_path)
+    monkeypatch.setattr("experiments.runner.fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    record = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert record == read_record(record_path(run, tmp_path / "r")) and record["epochs"] == 1
+
+
+def test_an_unwritable_results_folder_is_reported_before_training_and_a_later_run_writes_the_record(tmp_path,
+                                                                                                  capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    run = mnist_table.runs("tiny", seeds=(0,))[0]
+    args = ["mnist_table", "--scale", "tiny", "--only", run.name, "--runs", str(tmp_path / "c")]
+    assert main(args + ["--results", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("experiments.run: error: cannot write records to") and str(blocked) in err
+    assert err.count("\n") == 1 and not (tmp_path / "c").exists()
+    _finish_without_record(run, tmp_path)    # e.g. a kill between the last checkpoint and the record
+    assert main(args + ["--results", str(tmp_path / "r")]) == 0
+    validate_record(json.loads(record_path(run, tmp_path / "r").read_text()))
+
+
+@pytest.mark.parametrize("content", ["{}", '{"format": "capsedu-exp', "[]"])
+def test_a_malformed_record_is_not_done_and_both_commands_name_its_file_in_one_line(tmp_path, capsys, content):
+    from experiments.summary import main as summary_main
+
+    run = mnist_table.runs("tiny", seeds=(0,))[0]
+    path = record_path(run, tmp_path / "r")
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(RecordError, match=str(path)):
+        execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert main(["mnist_table", "--scale", "tiny", "--only", run.name, "--results", str(tmp_path / "r"),
+                 "--runs", str(tmp_path / "c")]) == 2
+    assert summary_main(["--scale", "tiny", "--results", str(tmp_path / "r")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(str(path) in line for line in errors)
+    assert errors[0].startswith("experiments.run: error:") and errors[1].startswith("experiments.summary: error:")
+
+
+def test_the_runner_refuses_to_write_a_record_that_does_not_validate(tmp_path):
+    run = mnist_table.runs("tiny", seeds=(0,))[0]
+    run.measure = lambda model, config: {}
+    run.key = {"row": "baseline", "seed": 7}    # disagrees with the run's seed
+    with pytest.raises(RecordError, match="seed is the record's"):
+        execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert not record_path(run, tmp_path / "r").exists()
 
 
 def test_the_mnist_table_has_the_papers_five_rows_and_three_seeds():
@@ -74,8 +163,7 @@ def test_a_small_training_set_is_repeated_within_an_epoch(tmp_path):
 def test_every_committed_record_is_valid():
     records = list((REPO / "experiments" / "results").rglob("*.json"))
     for path in records:
-        record = json.loads(path.read_text())
-        validate_record(record)
+        record = read_record(path)
         assert path.stem == record["run"] and path.parent.name == record["scale"]
         assert path.parent.parent.name == record["experiment"]
 
@@ -128,8 +216,8 @@ def test_the_summary_has_a_row_for_every_committed_cpu_run_and_their_total_train
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     for r in records:
         labels = r["labels"]
-        name = (f"| {labels['train_size']:,} |" if r["experiment"] == "data_efficiency"
-                else f"| {labels['label']} |" if "label" in labels else f"| {r['run'].rsplit('-seed', 1)[0]} |")
+        name = (f"| {r['key']['train_size']:,} |" if r["experiment"] == "data_efficiency"
+                else f"| {labels['label']} |" if "label" in labels else f"| {r['key']['model']} |")
         assert any(row.startswith(name) for row in rows), (r["run"], name)
     total = sum(r["train_seconds"] for r in records) / 3600
     assert text.splitlines()[-1] == f"Training time in all the records above: {total:.2f} h."

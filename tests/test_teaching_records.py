@@ -1,25 +1,84 @@
 """capsedu.teaching.records: reading recorded runs and summarising them per row."""
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 
-from capsedu.teaching.records import RowSummary, format_percent, inside_spread, load_records, summarize
+from capsedu.records import RECORD_FORMAT, RecordError, find_results, group_of, record_path, write_record
+from capsedu.teaching.records import (
+    RowSummary, examples_seen, format_percent, inside_spread, load_records, summarize,
+)
+from capsedu.train import TrainConfig
 
 
 def _record(run, seed, error, row="a", **labels):
     return {"run": f"{run}-seed{seed}", "seed": seed, "test_error": error, "labels": {"row": row, **labels}}
 
 
+def valid_record(run="a", seed=0, error=0.25, examples=(100, 100), **key):
+    """A complete record as the runner writes it, with a made-up history of ``len(examples)`` epochs."""
+    history = [{"epoch": i + 1, "train_examples": n, "test_error": error, "seconds": 1.0}
+               for i, n in enumerate(examples)]
+    return {"format": RECORD_FORMAT, "experiment": "exp", "run": run, "key": {**key, "seed": seed}, "scale": "cpu",
+            "config": asdict(TrainConfig(seed=seed)), "seed": seed, "epochs": len(history), "wall_seconds": 2.0,
+            "train_seconds": 2.0, "device": "cpu", "machine": "m", "torch": "t", "commit": "c",
+            "test_error": error, "test_accuracy": 1 - error, "history": history, "labels": {}, "extra": {}}
+
+
 def test_load_records_reads_one_experiment_and_scale_sorted_by_run_name(tmp_path):
-    folder = tmp_path / "exp" / "cpu"
-    folder.mkdir(parents=True)
     for name in ("b", "a"):
-        (folder / f"{name}.json").write_text(json.dumps({"run": name}))
-    (tmp_path / "exp" / "tiny").mkdir()
-    (tmp_path / "exp" / "tiny" / "c.json").write_text(json.dumps({"run": "c"}))
+        write_record(record_path(tmp_path, "exp", "cpu", name), valid_record(name))
+    write_record(record_path(tmp_path, "exp", "tiny", "c"), valid_record("c"))
     assert [r["run"] for r in load_records("exp", "cpu", tmp_path)] == ["a", "b"]
     assert load_records("absent", "cpu", tmp_path) == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: r.clear(), "record lacks"),
+    (lambda r: r.update(format="capsedu-experiment-record-v1"), "unknown record format"),
+    (lambda r: r.update(key={"model": "x"}), "seed is the record's"),
+    (lambda r: r.update(test_accuracy=0.5), "disagree"),
+    (lambda r: r.update(epochs=3), "epochs does not match"),
+    (lambda r: r["config"].update(batch_size=0), "config is not a valid training configuration"),
+])
+def test_a_malformed_record_is_refused_on_writing_and_on_reading_naming_the_file(tmp_path, change, problem):
+    record = valid_record()
+    change(record)
+    path = record_path(tmp_path, "exp", "cpu", "a")
+    with pytest.raises(RecordError, match=problem):
+        write_record(path, record)
+    assert not path.exists()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    with pytest.raises(RecordError, match=f"^{path}: .*{problem}"):
+        load_records("exp", "cpu", tmp_path)
+
+
+def test_a_truncated_record_is_an_error_naming_its_file(tmp_path):
+    path = record_path(tmp_path, "exp", "cpu", "a")
+    write_record(path, valid_record())
+    path.write_text(path.read_text()[:50])
+    with pytest.raises(RecordError, match=f"^{path}: cannot read the record"):
+        load_records("exp", "cpu", tmp_path)
+
+
+def test_examples_seen_sums_the_training_examples_of_every_epoch():
+    assert examples_seen(valid_record(examples=(128, 128, 64))) == 320
+
+
+def test_group_of_is_the_key_without_the_seed():
+    assert group_of(valid_record(seed=2, model="capsnet", train_size=100)) == (("model", "capsnet"),
+                                                                               ("train_size", 100))
+
+
+def test_find_results_prefers_the_environment_then_the_nearest_checkout_above(tmp_path, monkeypatch):
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "book").mkdir()
+    monkeypatch.delenv("CAPSEDU_RESULTS", raising=False)
+    assert find_results(tmp_path / "book") == tmp_path / "experiments" / "results"
+    monkeypatch.setenv("CAPSEDU_RESULTS", str(tmp_path / "elsewhere"))
+    assert find_results(tmp_path / "book") == tmp_path / "elsewhere"
 
 
 def test_summarize_groups_by_row_in_percent_with_the_sample_std_and_the_papers_numbers():
