@@ -18,7 +18,9 @@ Run ``python book/bookbuild.py slides OUTPUT_DIR`` (what ``make slides`` does) a
 Slide metadata, in the chapters themselves:
 
 * ``slideshow.slide_type`` on every cell (Jupyter's own slideshow field): headings ``##`` open a slide,
-  ``###`` a vertical sub-slide; a paragraph that reads the output above it is a speaker note (``notes``);
+  ``###`` a vertical sub-slide, each at the top of its own markdown cell (a cell never runs on past a
+  heading: the end of one section would open the next one's slide); a paragraph that reads the output
+  above it is a speaker note (``notes``);
   the set-up cell and the solutions are ``skip``. ``annotate`` fills in these defaults where a cell has
   none and leaves every choice made by hand alone.
 * tag ``hide-cell`` on each solution cell (the code cells after "## Solutions"): folded in the HTML book.
@@ -56,7 +58,7 @@ MATHJAX_SCRIPT = "mathjax/es5/tex-chtml.js"          # relative to the folder th
 
 # The parts of the reading-group session deck, in the deck's order (see slides/session.ipynb).
 SESSION_PARTS = ("motivation", "capsule", "routing", "architecture", "margin-loss", "decoder", "experiments",
-                 "conclusion")
+                 "results", "conclusion")
 
 
 class MissingAssets(RuntimeError):
@@ -216,11 +218,15 @@ def annotate(nb):
 
 
 def metadata_problems(nb) -> List[str]:
-    """What ``annotate`` would still change, and session tags naming unknown parts."""
+    """What ``annotate`` would still change, session tags naming unknown parts, and markdown cells that run
+    on into the next section (on the slides, their first part would land on that section's slide)."""
     problems = []
     solutions = set(solution_cells(nb))
     for i, cell in enumerate(nb.cells):
         tags = cell.metadata.get("tags", [])
+        lines = cell.source.splitlines() if cell.cell_type == "markdown" else []
+        if any(l.startswith(("## ", "### ")) and any(x.strip() for x in lines[:k]) for k, l in enumerate(lines)):
+            problems.append(f"cell {i}: text before a section heading; split the cell at the heading")
         if "slide_type" not in cell.metadata.get("slideshow", {}):
             problems.append(f"cell {i}: no slideshow.slide_type")
         if i in solutions and (SOLUTION_TAG not in tags or cell.metadata["slideshow"].get("slide_type") != "skip"):
@@ -237,6 +243,7 @@ SLIDE_TEMPLATES = BOOK / "slides" / "templates"
 SESSION_FRAME = BOOK / "slides" / "session.ipynb"
 SHOW_INPUT_TAG = "slides-show-input"      # code cells whose source the decks show (all others: output only)
 ASSET_DIR = "assets"                      # next to the decks
+SLIDE_SIZE = (1280, 720)                  # every slide is laid out at this size (tests/browser checks it fits)
 
 
 def for_slides(nb):
@@ -252,32 +259,44 @@ def for_slides(nb):
 
 
 def session_deck(executed_chapters: Dict[str, "object"], frame_path: Path = SESSION_FRAME):
-    """The reading-group session deck: the frame notebook's cells (title, part dividers, conclusion) with,
-    after each divider marked ``capsedu.session_part = P``, every chapter cell tagged ``session-P`` in
-    reading order. A selected cell that continues a slide whose start was not selected opens a new one."""
+    """The reading-group session deck: the frame notebook's cells (title, part dividers, the paper's table,
+    conclusion) with, after each cell marked ``capsedu.session_part = P`` and its speaker notes, every chapter
+    cell tagged ``session-P`` in reading order. A selected cell that continues a slide whose start was not
+    selected opens a new one."""
     import nbformat
 
     frame = nbformat.read(frame_path, as_version=4)
     deck = nbformat.v4.new_notebook(metadata=copy.deepcopy(frame.metadata))
-    for cell in frame.cells:
+    pending = None
+    for cell in [*frame.cells, None]:
+        if pending and (cell is None or cell.metadata.get("slideshow", {}).get("slide_type") != "notes"):
+            deck.cells.extend(_session_cells(executed_chapters, pending))
+            pending = None
+        if cell is None:
+            break
         deck.cells.append(copy.deepcopy(cell))
         part = cell.metadata.get("capsedu", {}).get("session_part")
-        if not part:
-            continue
-        if part not in SESSION_PARTS:
+        if part and part not in SESSION_PARTS:
             raise ValueError(f"{frame_path.name}: unknown session part {part!r}; parts: {SESSION_PARTS}")
-        for name, nb in executed_chapters.items():
-            previous_taken = False
-            for chapter_cell in nb.cells:
-                taken = f"session-{part}" in chapter_cell.metadata.get("tags", [])
-                if taken:
-                    c = copy.deepcopy(chapter_cell)
-                    slide = c.metadata.setdefault("slideshow", {})
-                    if not previous_taken and slide.get("slide_type", "-") in ("-", "fragment"):
-                        slide["slide_type"] = "subslide"
-                    deck.cells.append(c)
-                previous_taken = taken
+        pending = part or pending
     return deck
+
+
+def _session_cells(executed_chapters: Dict[str, "object"], part: str) -> list:
+    """Copies of the chapters' cells tagged ``session-<part>``, in reading order."""
+    cells = []
+    for nb in executed_chapters.values():
+        previous_taken = False
+        for chapter_cell in nb.cells:
+            taken = f"session-{part}" in chapter_cell.metadata.get("tags", [])
+            if taken:
+                c = copy.deepcopy(chapter_cell)
+                slide = c.metadata.setdefault("slideshow", {})
+                if not previous_taken and slide.get("slide_type", "-") in ("-", "fragment"):
+                    slide["slide_type"] = "subslide"
+                cells.append(c)
+            previous_taken = taken
+    return cells
 
 
 def slide_exporter():
@@ -286,7 +305,8 @@ def slide_exporter():
 
     config = Config()
     config.SlidesExporter.reveal_url_prefix = f"{ASSET_DIR}/reveal.js"
-    config.SlidesExporter.reveal_scroll = True
+    config.SlidesExporter.reveal_width, config.SlidesExporter.reveal_height = (str(n) for n in SLIDE_SIZE)
+    config.SlidesExporter.exclude_input_prompt = config.SlidesExporter.exclude_output_prompt = True
     config.SlidesExporter.reveal_number = "c/t"
     config.SlidesExporter.reveal_theme = "white"          # its fonts ship with reveal.js ("simple" loads web fonts)
     config.SlidesExporter.require_js_url = f"{ASSET_DIR}/requirejs/require.js"

@@ -31,17 +31,19 @@ def test_annotate_fills_defaults_folds_solutions_and_keeps_choices():
                   new_markdown_cell("What the output above shows."),
                   new_markdown_cell("### A subsection"),
                   new_markdown_cell("Kept on the slide by hand."), new_code_cell("plot()"),
-                  new_markdown_cell("## Summary\n\n## Exercises\n\n## Solutions"), new_code_cell("# Exercise 1"),
+                  new_markdown_cell("## Summary"), new_markdown_cell("## Exercises"),
+                  new_markdown_cell("## Solutions"), new_code_cell("# Exercise 1"),
                   new_markdown_cell("## Slide map\n\n| slide | section |"))
     nb.cells[6].metadata["slideshow"] = {"slide_type": "-"}           # a person's choice
     sources = [c.source for c in nb.cells]
     bookbuild.annotate(nb)
     types = [c.metadata["slideshow"]["slide_type"] for c in nb.cells]
-    assert types == ["slide", "skip", "slide", "-", "notes", "subslide", "-", "-", "slide", "skip", "notes"]
-    assert nb.cells[9].metadata["tags"] == ["hide-cell"]
+    assert types == ["slide", "skip", "slide", "-", "notes", "subslide", "-", "-", "slide", "slide", "slide", "skip",
+                     "notes"]
+    assert nb.cells[11].metadata["tags"] == ["hide-cell"]
     assert [c.source for c in nb.cells] == sources
     assert bookbuild.metadata_problems(nb) == []
-    nb.cells[9].metadata["tags"] = []
+    nb.cells[11].metadata["tags"] = []
     nb.cells[3].metadata["tags"] = ["session-lunch"]
     assert len(bookbuild.metadata_problems(nb)) == 2
 
@@ -68,6 +70,26 @@ def test_session_deck_puts_tagged_cells_after_their_part_in_chapter_order(tmp_pa
     nbformat.write(frame, tmp_path / "session.ipynb")
     with pytest.raises(ValueError, match="lunch"):
         bookbuild.session_deck({"01": one}, tmp_path / "session.ipynb")
+
+
+def test_a_markdown_cell_that_runs_on_past_a_section_heading_is_reported():
+    nb = _chapter(new_markdown_cell("## 1.1 A section"), new_markdown_cell("Reads the figure above.\n\n### 1.2 Next"),
+                  new_markdown_cell("## Summary\n\n## Exercises"))
+    bookbuild.annotate(nb)
+    assert [p.split(":")[0] for p in bookbuild.metadata_problems(nb)] == ["cell 1", "cell 2"]
+
+
+def test_session_part_cells_follow_the_marked_frame_cell_and_its_notes(tmp_path):
+    frame = _chapter(new_markdown_cell("# Title"), new_markdown_cell("## The paper's table"),
+                     new_markdown_cell("What to say about it."), new_markdown_cell("## Next"))
+    frame.cells[1].metadata["capsedu"] = {"session_part": "results"}
+    frame.cells[2].metadata["slideshow"] = {"slide_type": "notes"}
+    nbformat.write(frame, tmp_path / "session.ipynb")
+    chapter = _chapter(new_markdown_cell("## 7.2 Ours"))
+    chapter.cells[0].metadata.update(tags=["session-results"], slideshow={"slide_type": "slide"})
+    deck = bookbuild.session_deck({"07": chapter}, tmp_path / "session.ipynb")
+    assert [c.source for c in deck.cells] == ["# Title", "## The paper's table", "What to say about it.",
+                                               "## 7.2 Ours", "## Next"]
 
 
 def test_session_frame_has_every_part_once_in_the_deck_order_and_each_part_has_cells():

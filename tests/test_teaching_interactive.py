@@ -1,4 +1,5 @@
-"""capsedu.teaching.widgets: moving a control recomputes the state and redraws (no browser needed)."""
+"""The chapters' widgets (capsedu.teaching.interactive.InteractiveFigure): moving a control recomputes the
+state and redraws (no browser needed)."""
 import numpy as np
 import pytest
 import torch
@@ -6,15 +7,19 @@ import torch
 from capsedu import CapsNet, margin_loss
 from capsedu.functional import squash
 from capsedu.routing import routing_trace
-from capsedu.teaching import widgets
-from capsedu.teaching.agreement import toy_votes
+from capsedu.teaching.agreement import routing_widget, toy_votes
+from capsedu.teaching.architecture import architecture_widget
+from capsedu.teaching.decoder import perturbation_widget
+from capsedu.teaching.margin import margin_loss_widget
+from capsedu.teaching.motivation import pooling_widget
+from capsedu.teaching.squashing import squash_widget
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pooling_widget_shift_keeps_presence_and_moves_positions():
-    w = widgets.pooling_widget()
+    w = pooling_widget()
     before = w.state
     w.controls["dx"].value = 3
     after = w.update(dy=-2)
@@ -26,7 +31,7 @@ def test_pooling_widget_shift_keeps_presence_and_moves_positions():
 
 
 def test_squash_widget_v_equals_squash_of_the_slider_vector():
-    w = widgets.squash_widget(x=1.0, y=0.5)
+    w = squash_widget(x=1.0, y=0.5)
     w.controls["x"].value = 2.0
     assert torch.allclose(w.state["s"], torch.tensor([2.0, 0.5]))
     assert torch.allclose(w.state["v"], squash(torch.tensor([2.0, 0.5])))
@@ -37,7 +42,7 @@ def test_squash_widget_v_equals_squash_of_the_slider_vector():
 
 def test_routing_widget_slider_updates_couplings_to_routing_trace():
     u_hat, _ = toy_votes()
-    w = widgets.routing_widget(u_hat, iterations=1)
+    w = routing_widget(u_hat, iterations=1)
     assert torch.allclose(w.state["couplings"], torch.full((7, 3), 1 / 3))
     w.controls["iterations"].value = 4  # the observe callback recomputes
     trace = routing_trace(u_hat, 4)
@@ -50,7 +55,7 @@ def test_routing_widget_slider_updates_couplings_to_routing_trace():
 
 
 def test_architecture_widget_slider_updates_table():
-    w = widgets.architecture_widget("paper")
+    w = architecture_widget("paper")
     assert w.state["totals"]["params"] == 8_215_568
     w.controls["conv_channels"].value = 128                 # as if the reader moved the slider
     rows = {r.name: r for r in w.state["rows"]}
@@ -60,7 +65,7 @@ def test_architecture_widget_slider_updates_table():
 
 
 def test_architecture_widget_preset_resets_sliders():
-    w = widgets.architecture_widget("paper")
+    w = architecture_widget("paper")
     w.update(primary_types=8)
     assert w.state["config"]["primary_types"] == 8
     state = w.update(preset="small")
@@ -71,7 +76,7 @@ def test_architecture_widget_preset_resets_sliders():
 
 
 def test_margin_loss_widget_slider_redraws_with_library_loss():
-    w = widgets.margin_loss_widget()
+    w = margin_loss_widget()
     w.controls["m_pos"].value = 0.7
     w.controls["lam"].value = 1.0
     s = w.state
@@ -90,7 +95,7 @@ def test_perturbation_widget_image_is_decoder_of_perturbed_pose():
     torch.manual_seed(0)
     model = CapsNet("small").eval()
     poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
-    w = widgets.perturbation_widget(model, poses, digit=0)
+    w = perturbation_widget(model, poses, digit=0)
     w.controls["digit"].value = 7
     w.controls["d2"].value = 0.2                                          # the reader drags slider "dim 2"
     caps = torch.zeros(1, 10, 16)
@@ -107,7 +112,7 @@ def test_perturbation_widget_image_is_decoder_of_perturbed_pose():
 
 def test_routing_widget_static_rendering_draws_each_snapshot_and_keeps_the_live_figure():
     u_hat, _ = toy_votes()
-    w = widgets.routing_widget(u_hat, iterations=2, snapshots=({"iterations": 1}, {"iterations": 10}))
+    w = routing_widget(u_hat, iterations=2, snapshots=({"iterations": 1}, {"iterations": 10}))
     live_couplings = w.state["couplings"].clone()
     html = w._repr_html_()
     images = html.split('src="data:image/png;base64,')[1:]
@@ -123,7 +128,7 @@ def test_routing_widget_static_rendering_draws_each_snapshot_and_keeps_the_live_
 
 
 def test_architecture_widget_static_rendering_shows_presets_without_moving_the_controls():
-    w = widgets.architecture_widget("paper")
+    w = architecture_widget("paper")
     w.update(conv_channels=128)
     html = w.static_html()
     assert html.count("<table>") == 2
@@ -135,7 +140,7 @@ def test_perturbation_widget_prints_the_offsets_it_decodes():
     torch.manual_seed(0)
     model = CapsNet("small").eval()
     poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
-    w = widgets.perturbation_widget(model, poses, digit=4, snapshots=({}, {"d3": 0.25}))
+    w = perturbation_widget(model, poses, digit=4, snapshots=({}, {"d3": 0.25}))
     assert "offsets: none" in w.readout.value
     w.update(d3=-0.1)
     assert "dim 3 -0.10" in w.readout.value
@@ -156,9 +161,9 @@ def test_no_widget_has_a_fixed_width_and_rows_of_controls_wrap():
     torch.manual_seed(0)
     model = CapsNet("small").eval()
     poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
-    built = [widgets.pooling_widget(), widgets.squash_widget(), widgets.routing_widget(),
-             widgets.architecture_widget("small"), widgets.margin_loss_widget(),
-             widgets.perturbation_widget(model, poses, digit=1)]
+    built = [pooling_widget(), squash_widget(), routing_widget(),
+             architecture_widget("small"), margin_loss_widget(),
+             perturbation_widget(model, poses, digit=1)]
     for box in built:
         for w in _descendants(box):
             width = getattr(w.layout, "width", None)
@@ -177,7 +182,7 @@ def test_perturbation_widget_shows_the_full_grid_of_the_digit_ranked():
     torch.manual_seed(0)
     model = CapsNet("small").eval()
     poses = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 0.2
-    w = widgets.perturbation_widget(model, poses, digit=2)
+    w = perturbation_widget(model, poses, digit=2)
     order, effects = rank_dimensions(perturbation_grid(model, poses[2], 2))
     assert w.state["ranking"] == order
     np.testing.assert_allclose(w.state["effects"], effects.numpy())

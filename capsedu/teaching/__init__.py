@@ -6,21 +6,24 @@ package. Import the modules you need; importing the package itself loads nothing
 Equation numbers are those of the paper (Sabour, Frosst & Hinton, 2017): squash Eq. 1, prediction
 vectors and total input Eq. 2, routing softmax Eq. 3, margin loss Eq. 4.
 
-Computing:
+Organised by topic, beside the chapters: each module computes what its chapter measures, draws it
+(``plot_*``, ``draw_*``: matplotlib, drawing only data it is given) and, where the chapter has one, builds
+its widget (``*_widget``, an :class:`~capsedu.teaching.interactive.InteractiveFigure`).
 
 * ``settings``      ``CAPSEDU_TEST_MODE``: small or reading-size runs (:func:`pick`)
-* ``pretrained``    the shipped small CapsNet (``PRETRAINED_PATH``, :func:`load_pretrained`)
+* ``pretrained``    the shipped models and their records (``load_pretrained``, ``pretrained_record``)
 * ``motivation``    chapter 1: 1-D invariance vs equivariance, the face of parts, a pooling CNN and
-  what displacing or scrambling parts does to it
-* ``poses``         chapter 1: 2-D pose matrices, a scene graph, parts voting for the whole
-* ``squashing``     chapter 2: squash (Eq. 1) as a 1-D curve, on random vectors, its slope
+  what displacing or scrambling parts does to it; the pooling widget
+* ``poses``         chapter 1: 2-D pose matrices, a scene graph, parts voting for the whole, drawn
+* ``squashing``     chapter 2: squash (Eq. 1) as a 1-D curve, on random vectors, its slope; the 2-D widget
 * ``agreement``     chapter 3: chance agreement in high dimensions, toy votes, what each routing
-  iteration changes
-* ``architecture``  chapter 4: per-layer shapes, parameters, multiply-adds and timings
-* ``margin``        chapter 5: the margin loss (Eq. 4) and its slope against a capsule's length
-* ``curves``        chapters 5-6: running means of per-step training histories
+  iteration changes; the routing-iterations widget
+* ``architecture``  chapter 4: per-layer shapes, parameters, multiply-adds and timings; the diagram and
+  the architecture widget
+* ``margin``        chapter 5: the margin loss (Eq. 4) and its slope against a capsule's length; its widget
+* ``curves``        chapters 5-6: running means of per-step training histories, and their plot
 * ``decoder``       chapter 6: decoding one capsule, perturbing its dimensions (paper Fig. 4) and ranking
-  them by how much they change the picture
+  them by how much they change the picture; the perturbation widget
 * ``records``       chapters 7-8: the recorded experiment runs (``experiments/results``), summarised per row
   (mean +- std over seeds) and compared with the seed-to-seed spread
 * ``couplings``     chapter 7: how far a trained CapsNet's couplings move from uniform, iteration by
@@ -30,8 +33,9 @@ Computing:
 * ``multimnist``    chapter 7: reading a pair-trained CapsNet (paper Fig. 5): reconstructions from the
   labels', the predicted and an absent class's capsules; its figure
 
-Drawing:
+Shared by the topics:
 
-* ``plots``         matplotlib figures; every function draws data computed by the modules above
-* ``widgets``       ipywidgets front-ends: each control change computes, then draws
+* ``images``        grids of grey images; tensors as numpy arrays
+* ``interactive``   :class:`InteractiveFigure` (controls that recompute and redraw, with a static rendering
+  for pages without a kernel) and its layout pieces (``control_row``, ``slider_grid``, ``new_figure``)
 """

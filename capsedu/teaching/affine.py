@@ -139,19 +139,19 @@ def affine_widget(capsnet: torch.nn.Module, baseline: Optional[torch.nn.Module],
 
     ``state``: the warped ``image``, and :func:`predict`'s dict.
     """
-    from .widgets import _figure, _interactive_box, _ipywidgets
+    from .interactive import InteractiveFigure, new_figure, slider_grid
+    import ipywidgets as W
 
-    W = _ipywidgets()
-    layout = W.Layout(width="auto", min_width="220px", flex="1 1 220px")
     controls = {
-        "digit": W.IntSlider(0, 0, len(digits) - 1, description="test digit", layout=layout),
-        "rotation": W.IntSlider(0, -90, 90, step=5, description="rotation °", layout=layout),
-        "shear": W.FloatSlider(0.0, min=-0.6, max=0.6, step=0.05, description="shear", layout=layout),
-        "scale": W.FloatSlider(1.0, min=0.5, max=1.6, step=0.05, description="scale", layout=layout),
+        "digit": W.IntSlider(0, 0, len(digits) - 1, description="test digit"),
+        "rotation": W.IntSlider(0, -90, 90, step=5, description="rotation °"),
+        "shear": W.FloatSlider(0.0, min=-0.6, max=0.6, step=0.05, description="shear"),
+        "scale": W.FloatSlider(1.0, min=0.5, max=1.6, step=0.05, description="scale"),
     }
-    fig, axes = _figure(3, 9.0, 3.0)
+    fig, axes = new_figure(3, 9.0, 3.0)
     out = W.Output()
-    row = W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap", width="100%"))
+    # two sliders to a line at most: a track a few hundred pixels long moves a few degrees per step
+    sliders = slider_grid(list(controls.values()), min_width="400px")
 
     def compute(v):
         image = warp(digits[v["digit"]:v["digit"] + 1], v["rotation"], v["shear"], v["scale"], canvas)
@@ -165,7 +165,7 @@ def affine_widget(capsnet: torch.nn.Module, baseline: Optional[torch.nn.Module],
                 f"{state['capsnet_class']}")
         return text + ("" if state["baseline_class"] is None else f", the CNN says {state['baseline_class']}")
 
-    box = _interactive_box([row, out], compute, controls, figure=fig, output=out, snapshots=snapshots,
+    box = InteractiveFigure([sliders, out], compute, controls, figure=fig, output=out, snapshots=snapshots,
                            describe=describe)
     box.update()
     return box

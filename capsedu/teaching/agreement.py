@@ -11,17 +11,21 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Dict, Iterable, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
+
+from .images import ArrayLike, as_numpy
 
 if TYPE_CHECKING:
     from ..routing import RoutingTrace
 
 __all__ = ["coincidence_probability", "coincidence_monte_carlo", "coincidence_curves", "toy_votes",
-           "routing_convergence"]
+           "routing_convergence", "plot_coincidence", "plot_votes", "plot_couplings", "plot_routing_dynamics",
+           "routing_widget"]
 
 
 # ----------------------------------------------------------------------------- high-dimensional coincidence
@@ -114,3 +118,143 @@ def routing_convergence(trace: RoutingTrace) -> Dict[str, np.ndarray]:
                                  for v0, v1 in zip(trace.outputs[:-1], trace.outputs[1:])]),
         "longest_output": np.array([float(v.norm(dim=-1).max(dim=-1).values.mean()) for v in trace.outputs]),
     }
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def plot_coincidence(ax: Axes, dims: Sequence[int], curves: Mapping[float, ArrayLike]) -> list:
+    """P(two random directions have cosine > t) against dimension, log scale, one line per threshold ``t``.
+
+    ``curves`` as from :func:`capsedu.teaching.agreement.coincidence_curves` over the same ``dims``.
+    Returns the lines.
+    """
+    dims = list(dims)
+    lines = [ax.semilogy(dims, as_numpy(p), "o-", ms=3, label=f"cos > {t}")[0] for t, p in curves.items()]
+    ax.set_xlabel("dimension of the prediction vectors")
+    ax.set_ylabel("P(agreement by chance)")
+    return lines
+
+
+def plot_votes(axes, u_hat: ArrayLike, couplings: ArrayLike, outputs: ArrayLike, limit: float = 2.0) -> list:
+    """One panel per parent j: the 2-D votes ``u_hat_{j|i}`` as arrows whose width and opacity grow
+    with ``c_ij``, and the output ``v_j`` as a thick red arrow.
+
+    ``u_hat (n_in, n_out, 2)``, ``couplings (n_in, n_out)``, ``outputs (n_out, 2)`` (one example).
+    Returns the list of panels' vote arrows ``[[FancyArrow per child] per parent]``.
+    """
+    u_hat, couplings, outputs = as_numpy(u_hat), as_numpy(couplings), as_numpy(outputs)
+    n_in, n_out = couplings.shape
+    drawn = []
+    for j, ax in enumerate(np.atleast_1d(axes)[:n_out]):
+        ax.clear()
+        arrows = []
+        for i in range(n_in):
+            c = float(couplings[i, j])
+            x, y = (float(a) for a in u_hat[i, j])
+            arrows.append(ax.arrow(0, 0, x, y, width=0.005 + 0.05 * c, alpha=0.15 + 0.85 * c, color=f"C{i % 10}",
+                                   length_includes_head=True, head_width=0.06 + 0.1 * c))
+            ax.annotate(str(i), (x, y), fontsize=7, color=f"C{i % 10}")
+        vx, vy = (float(a) for a in outputs[j])
+        ax.arrow(0, 0, vx, vy, width=0.04, color="red", length_includes_head=True, zorder=5)
+        t = np.linspace(0, 2 * np.pi, 100)
+        ax.plot(np.cos(t), np.sin(t), color="gray", ls=":", lw=1)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_title(f"parent {j}: |v| = {float(np.hypot(vx, vy)):.2f}", fontsize=9)
+        drawn.append(arrows)
+    return drawn
+
+
+def plot_couplings(ax: Axes, couplings: ArrayLike, vmax: float = 1.0):
+    """Heat map of ``couplings (n_in, n_out)`` with values written in. Returns the ``AxesImage``."""
+    c = as_numpy(couplings)
+    im = ax.imshow(c, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
+    for (i, j), val in np.ndenumerate(c):
+        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7, color="white" if val > 0.6 * vmax else "k")
+    ax.set_xlabel("parent j")
+    ax.set_ylabel("child i")
+    ax.set_xticks(range(c.shape[1]))
+    ax.set_yticks(range(c.shape[0]))
+    ax.set_title("couplings c_ij", fontsize=9)
+    return im
+
+
+def plot_routing_dynamics(ax_change: Axes, ax_steps: Axes, convergence: Mapping[str, ArrayLike]) -> Dict[str, object]:
+    """Routing dynamics from :func:`capsedu.teaching.agreement.routing_convergence`.
+
+    Left: bars of ``logit_change`` per iteration k (what the paper's Fig. A.1 plots). Right (log scale):
+    ``coupling_step`` and ``output_step``, how much iteration k changed the couplings and the outputs
+    against iteration k - 1 (k = 2..r): falling lines mean routing settles, flat or rising ones that it
+    does not.
+    Returns ``{"bars": BarContainer, "lines": [coupling line, output line]}``.
+    """
+    changes = as_numpy(convergence["logit_change"])
+    k = np.arange(1, len(changes) + 1)
+    bars = ax_change.bar(k, changes, color="C0")
+    ax_change.set_xlabel("routing iteration k")
+    ax_change.set_ylabel("mean |b(k) - b(k-1)|")
+    ax_change.set_title("what each iteration adds to the logits", fontsize=9)
+    lines = [ax_steps.semilogy(k[1:], as_numpy(convergence["coupling_step"]), "o-",
+                               label="couplings: mean |c(k) - c(k-1)|")[0],
+             ax_steps.semilogy(k[1:], as_numpy(convergence["output_step"]), "s-",
+                               label="outputs: mean ||v(k) - v(k-1)||")[0]]
+    ax_steps.set_xlabel("routing iteration k")
+    ax_steps.set_ylabel("change from iteration k - 1")
+    ax_steps.set_title("does routing settle?", fontsize=9)
+    ax_steps.set_xlim(0.5, len(changes) + 0.5)
+    ax_steps.legend(fontsize=7)
+    return {"bars": bars, "lines": lines}
+
+
+# ----------------------------------------------------------------------------- widget
+
+def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, max_iterations: int = 10,
+                   snapshots: Sequence[Mapping[str, Any]] = ({"iterations": 1}, {"iterations": 3},
+                                                             {"iterations": 10})):
+    """Chapter 3: routing iterations slider (1..``max_iterations``) for one example of 2-D votes.
+
+    ``u_hat`` is ``(1, n_in, n_out, 2)`` (default :func:`capsedu.teaching.agreement.toy_votes`). Redraws
+    the votes with widths given by the couplings, the outputs ``v_j`` and a coupling heat map.
+    ``state``: ``couplings (n_in, n_out)`` (the c used in the last iteration), ``outputs (n_out, 2)``,
+    ``logits (n_in, n_out)`` (b after the last update), ``iterations``. Below the figure the couplings
+    are printed as text (``box.readout``, an HTML widget).
+    """
+    from .interactive import InteractiveFigure, new_figure
+    import ipywidgets as W
+    from ..routing import routing_trace
+
+    if u_hat is None:
+        u_hat = toy_votes()[0]
+    n_out = u_hat.shape[2]
+    controls = {"iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
+    fig, axes = new_figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
+    out = W.Output()
+    readout = W.HTML()
+
+    def compute(v):
+        trace = routing_trace(u_hat, v["iterations"])
+        c, outputs = trace.couplings[-1][0], trace.outputs[-1][0]
+        plot_votes(axes[:n_out], u_hat[0], c, outputs)
+        axes[-1].clear()
+        plot_couplings(axes[-1], c)
+        readout.value = _couplings_html(c, v["iterations"])
+        return {"couplings": c, "outputs": outputs, "logits": trace.logits[-1][0], "iterations": v["iterations"]}
+
+    def describe(v, state):
+        lengths = ", ".join(f"{float(x):.2f}" for x in state["outputs"].norm(dim=-1))
+        return f"r = {v['iterations']} routing iterations: parent lengths |v_j| = ({lengths})"
+
+    box = InteractiveFigure([controls["iterations"], out, readout], compute, controls, figure=fig, output=out,
+                           snapshots=snapshots, describe=describe)
+    box.readout = readout
+    box.update()
+    return box
+
+
+def _couplings_html(c: torch.Tensor, iterations: int) -> str:
+    """The couplings ``c (n_in, n_out)`` as a preformatted text table (what the routing widget prints)."""
+    head = "child | " + " ".join(f"c(i->{j})" for j in range(c.shape[1]))
+    rows = [f"{i:5d} | " + " ".join(f"{float(x):7.3f}" for x in row) for i, row in enumerate(c)]
+    return (f"<pre class='capsedu-couplings'>couplings after r = {iterations}:\n" + "\n".join([head] + rows)
+            + "</pre>")

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from ..models import CapsNet, count_parameters
+from ..models import PRESETS, CapsNet, count_parameters
 from ..routing import dynamic_routing
 
 __all__ = ["LayerRow", "layer_table", "routing_macs", "routing_memory_bytes", "time_layers", "totals",
-           "format_table", "conv_linear_macs"]
+           "format_table", "conv_linear_macs", "draw_capsnet_diagram", "plot_layer_costs", "architecture_widget"]
 
 
 @dataclass(frozen=True)
@@ -191,3 +195,142 @@ def time_layers(model: CapsNet, batch_size: int = 16, repeats: int = 3, seed: in
     finally:
         model.train(was_training)
     return {k: sorted(vals[1:])[len(vals[1:]) // 2] for k, vals in stages.items()}
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def draw_capsnet_diagram(rows: Sequence, ax: Optional[Axes] = None) -> Tuple[Figure, List[str]]:
+    """Boxes and arrows of the CapsNet data flow, labelled with the shapes of ``layer_table`` rows
+    (:class:`capsedu.teaching.architecture.LayerRow`).
+
+    Returns ``(fig, labels)``: ``labels`` are the texts written in the boxes, top to bottom of the flow.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(12, 3.2))
+    else:
+        fig = ax.figure
+    colours = {"input": "#dddddd", "conv1": "#9ecae1", "PrimaryCaps": "#a1d99b", "DigitCaps u_hat": "#fdd0a2",
+               "decoder": "#dadaeb"}
+    labels = []
+    n = len(rows)
+    width, gap = 1.0, 0.45
+    for k, row in enumerate(rows):
+        x = k * (width + gap)
+        colour = colours.get(row.name, "#fcbba1")
+        ax.add_patch(FancyBboxPatch((x, 0.0), width, 1.0, boxstyle="round,pad=0.03", fc=colour, ec="black"))
+        shape = " x ".join(str(s) for s in row.output_shape)
+        text = f"{row.name}\n({shape})\n{row.params:,} params\n{row.macs / 1e6:.2f}M MACs"
+        ax.text(x + width / 2, 0.5, text, ha="center", va="center", fontsize=8)
+        labels.append(text)
+        if k < n - 1:
+            ax.add_patch(FancyArrowPatch((x + width + 0.03, 0.5), (x + width + gap - 0.03, 0.5),
+                                         arrowstyle="-|>", mutation_scale=14, color="black"))
+    ax.text(0, 1.15, "encoder: conv1 -> PrimaryCaps -> DigitCaps (routing)", fontsize=9, ha="left")
+    if rows and rows[-1].name == "decoder":
+        ax.text((n - 1) * (width + gap), 1.15, "decoder (training regulariser)", fontsize=9, ha="left")
+    ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
+    ax.set_ylim(-0.15, 1.3)
+    ax.axis("off")
+    return fig, labels
+
+
+def plot_layer_costs(rows: Sequence, times: Optional[Mapping[str, float]] = None, axes=None) -> Dict[str, object]:
+    """Bar charts of parameters, multiply-adds (log scale) and, if given, measured seconds per layer.
+
+    ``rows``: ``layer_table`` rows; ``times`` maps row names (or their first word) to seconds, as from
+    :func:`capsedu.teaching.architecture.time_layers`. Returns ``{"names", "params", "macs", "times"}``.
+    """
+    rows = [r for r in rows if r.name != "input"]
+    names = [r.name for r in rows]
+    params = np.array([r.params for r in rows], dtype=float)
+    macs = np.array([r.macs for r in rows], dtype=float)
+    panels = 3 if times else 2
+    if axes is None:
+        _, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.2))
+    axes = np.atleast_1d(axes)
+    axes[0].barh(names, params, color="#6baed6")
+    axes[0].set_xlabel("parameters")
+    axes[1].barh(names, np.maximum(macs, 1), color="#fd8d3c")  # log axis: a zero-cost row still gets a bar
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("multiply-adds per image (log)")
+    secs = None
+    if times:
+        secs = np.array([times.get(n, times.get(n.split(" ")[0], 0.0)) for n in names], dtype=float)
+        axes[2].barh(names, secs * 1e3, color="#74c476")
+        axes[2].set_xlabel("measured ms per batch (this CPU)")
+    for ax in axes:
+        ax.invert_yaxis()
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    return {"names": names, "params": params, "macs": macs, "times": secs}
+
+
+# ----------------------------------------------------------------------------- widget
+
+def _layer_table_html(rows, tot: Mapping[str, int], config) -> str:
+    """The per-layer table and a line of totals as HTML (what the architecture widget shows)."""
+    parts = ["<table><tr><th>layer</th><th>output shape</th><th>params</th><th>MACs / image</th></tr>"]
+    for r in rows:
+        shape = " x ".join(str(s) for s in r.output_shape)
+        parts.append(f"<tr><td>{r.name}</td><td>{shape}</td><td>{r.params:,}</td><td>{r.macs:,}</td></tr>")
+    parts.append(f"<tr><th>total</th><td></td><th>{tot['params']:,}</th><th>{tot['macs']:,}</th></tr></table>")
+    parts.append(f"<p>without decoder: {tot['params_without_decoder']:,} parameters; "
+                f"{config.n_primary:,} primary capsules; u_hat per image: "
+                f"{config.n_primary * config.n_classes * config.digit_dim:,} numbers</p>")
+    return "".join(parts)
+
+
+def architecture_widget(preset: str = "paper",
+                        snapshots: Sequence[Mapping[str, Any]] = ({"preset": "paper"}, {"preset": "small"})):
+    """Chapter 4: pick a preset or change conv1 channels, primary capsule types, image size and routing
+    iterations; the per-layer table of shapes, parameters and multiply-adds is recomputed from a real model.
+
+    ``state``: ``rows`` (:class:`capsedu.teaching.architecture.LayerRow` list), ``totals``, ``config`` (dict).
+    """
+    from .interactive import InteractiveFigure, control_row
+    import ipywidgets as W
+
+    cfg = PRESETS[preset]
+    controls = {
+        "preset": W.Dropdown(options=sorted(PRESETS), value=preset, description="preset"),
+        "conv_channels": W.IntSlider(value=cfg.conv_channels, min=16, max=512, step=16, description="conv1 ch."),
+        "primary_types": W.IntSlider(value=cfg.primary_types, min=4, max=64, step=4, description="caps types"),
+        "image_size": W.IntSlider(value=cfg.image_size, min=18, max=48, step=2, description="image size"),
+        "routing_iterations": W.IntSlider(value=cfg.routing_iterations, min=1, max=6, description="routing r"),
+    }
+    table = W.HTML()
+    last_preset = {"name": preset}
+
+    def compute(values):
+        if values["preset"] != last_preset["name"]:  # a new preset resets the sliders to its sizes
+            last_preset["name"] = values["preset"]
+            base = PRESETS[values["preset"]]
+            with box.muted():
+                for key in ("conv_channels", "primary_types", "image_size", "routing_iterations"):
+                    controls[key].value = getattr(base, key)
+                    values[key] = getattr(base, key)
+        sizes = {k: v for k, v in values.items() if k != "preset"}
+        model = CapsNet(values["preset"], **sizes)
+        rows = layer_table(model)
+        tot = totals(rows)
+        table.value = _layer_table_html(rows, tot, model.config)
+        return {"rows": rows, "totals": tot, "config": model.config.to_dict()}
+
+    def render(values):
+        """The table for a preset's own sizes (a static snapshot; the live controls are left alone)."""
+        model = CapsNet(values["preset"])
+        rows = layer_table(model)
+        return _layer_table_html(rows, totals(rows), model.config)
+
+    def describe(values, _state):
+        base = PRESETS[values["preset"]]
+        return (f"preset {values['preset']!r}: conv1 {base.conv_channels} channels, {base.primary_types} primary "
+                f"capsule types, {base.image_size}x{base.image_size} images, r = {base.routing_iterations}")
+
+    box = InteractiveFigure([control_row([controls["preset"], controls["routing_iterations"]]),
+                            control_row([controls["conv_channels"], controls["primary_types"], controls["image_size"]]),
+                            table], compute, controls, snapshots=snapshots, describe=describe, render=render)
+    box.update()
+    return box

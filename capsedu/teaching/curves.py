@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence, Tuple
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["running_mean", "smooth_histories"]
+from .images import ArrayLike
+
+__all__ = ["running_mean", "smooth_histories", "plot_training_curves"]
 
 
 def running_mean(values: Sequence[float], window: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -23,3 +26,24 @@ def smooth_histories(histories: Mapping[str, Mapping[str, Sequence[float]]], win
                      keys: Sequence[str] = ("loss", "accuracy")) -> Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
     """``{run: {key: running_mean(history[key], window)}}`` for runs like ``{name: {"loss": [...], ...}}``."""
     return {name: {key: running_mean(h[key], window) for key in keys} for name, h in histories.items()}
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def plot_training_curves(smoothed: Mapping[str, Mapping[str, Tuple[ArrayLike, ArrayLike]]], axes=None
+                         ) -> Dict[str, list]:
+    """Loss and accuracy per step for several runs, as from :func:`capsedu.teaching.curves.smooth_histories`
+    (``{run: {"loss": (steps, values), "accuracy": (steps, values)}}``). Returns ``{run: [loss line, accuracy line]}``.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+    drawn = {}
+    for name, h in smoothed.items():
+        drawn[name] = [ax.plot(*h[key], label=name)[0] for ax, key in zip(axes, ("loss", "accuracy"))]
+    axes[0].set_ylabel("training loss (own scale per run)")
+    axes[1].set_ylabel("training-batch accuracy")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return drawn

@@ -12,20 +12,23 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 
 from ..objectives import CrossEntropy
 from ..train import train_epoch
+from .images import as_numpy
 
 __all__ = [
     "TEMPLATES_1D", "detect_1d", "presence_and_position_1d",
     "PART_TEMPLATES", "FACE_LAYOUT", "SCRAMBLED_LAYOUT", "face_image", "detect_parts", "max_pool_presence",
     "capsule_readout", "part_centres", "face_readout",
     "PoolingCNN", "train_pooling_cnn", "scramble_patches", "displace_top_half",
+    "plot_pooling_vs_pose", "pooling_widget",
 ]
 
 # ----------------------------------------------------------------------------- 1-D invariance vs equivariance
@@ -237,3 +240,66 @@ def displace_top_half(images: torch.Tensor, shift: int) -> torch.Tensor:
         out[..., :h // 2, :] = 0
         out[..., :h // 2, shift:] = images[..., :h // 2, :w - shift]
     return out
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def plot_pooling_vs_pose(axes: Sequence[Axes], readout: Mapping[str, torch.Tensor], part_names: Sequence[str]
+                         ) -> Dict[str, object]:
+    """Chapter 1 widget panel: the picture with its detected parts marked, and the max-pooled presence.
+
+    ``readout`` from :func:`capsedu.teaching.motivation.face_readout` (``image``, ``positions``,
+    ``centres``, ``presence``); ``part_names`` names the part types in order.
+    Returns ``{"image": AxesImage, "marks": PathCollection, "bars": BarContainer}``.
+    """
+    ax_img, ax_bar = axes
+    ax_img.clear()
+    ax_bar.clear()
+    im = ax_img.imshow(as_numpy(readout["image"]), cmap="gray_r")
+    pos, centres = as_numpy(readout["positions"]), as_numpy(readout["centres"]).reshape(-1, 2)
+    marks = ax_img.scatter(centres[:, 1], centres[:, 0], edgecolors=[f"C{t}" for t in pos[:, 0]],
+                           s=250, marker="s", facecolors="none", linewidths=1.5)
+    for t, r, c in pos:
+        ax_img.annotate(f"{part_names[t]} ({r},{c})", (c, r), xytext=(0, 12), textcoords="offset points",
+                        fontsize=7, color=f"C{t}")
+    ax_img.set_title("picture + capsule readout (type, row, col)", fontsize=9)
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    bars = ax_bar.bar(list(part_names), as_numpy(readout["presence"]), color=[f"C{k}" for k in range(len(part_names))])
+    ax_bar.set_ylim(0, 1.1)
+    ax_bar.set_title("global max-pool: what a CNN keeps", fontsize=9)
+    return {"image": im, "marks": marks, "bars": bars}
+
+
+# ----------------------------------------------------------------------------- widget
+
+def pooling_widget(max_shift: int = 6,
+                   snapshots: Sequence[Mapping[str, Any]] = ({"dx": 0, "dy": 0}, {"dx": 4, "dy": -2})):
+    """Chapter 1: shift the cartoon face (sliders ``dx``, ``dy`` in pixels, up to ``max_shift``).
+
+    The max-pooled part presence (what a pooling CNN keeps) stays exactly the same, while the
+    capsule-like readout (part positions) moves with the face.
+    ``state``: ``presence (3,)``, ``positions (n, 3)`` rows ``(type, row, col)``, ``centre`` (mean row, col
+    of the detections), ``image``.
+    """
+    from .interactive import InteractiveFigure, control_row, new_figure
+    import ipywidgets as W
+
+    controls = {"dx": W.IntSlider(0, -max_shift, max_shift, description="shift x"),
+                "dy": W.IntSlider(0, -max_shift, max_shift, description="shift y")}
+    fig, axes = new_figure(2, 8, 3.4)
+    out = W.Output()
+
+    def compute(v):
+        readout = face_readout(shift=(v["dy"], v["dx"]))
+        plot_pooling_vs_pose(axes, readout, list(PART_TEMPLATES))
+        return {key: readout[key] for key in ("presence", "positions", "centre", "image")}
+
+    def describe(v, state):
+        return (f"face shifted by ({v['dx']}, {v['dy']}) px: pooled presence {state['presence'].tolist()} "
+                f"(unchanged), centre of the parts (row, col) {[round(float(c), 1) for c in state['centre']]} (moves)")
+
+    box = InteractiveFigure([control_row(list(controls.values())), out], compute, controls, figure=fig, output=out,
+                           snapshots=snapshots, describe=describe)
+    box.update()
+    return box

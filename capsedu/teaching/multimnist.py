@@ -16,8 +16,7 @@ decoder draws from two digit capsules, one in red and one in green. Captions, as
 
 Computing (no drawing): :func:`read_pairs` runs the model on a batch of test pairs and decodes the labels'
 capsules, the predicted capsules and the forced ones; :func:`figure_columns` picks the figure's columns.
-Drawing: :func:`draw_pairs`, a matplotlib figure of those columns (kept here, apart from
-:mod:`capsedu.teaching.plots`).
+Drawing: :func:`draw_pairs`, a matplotlib figure of those columns.
 """
 from __future__ import annotations
 
@@ -26,12 +25,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..data.multimnist import MultiMNIST
+from ..data.multimnist import MultiMNIST, Pairs
 
 __all__ = ["PairReading", "PairColumn", "read_pairs", "figure_columns", "pair_colour_image", "draw_pairs",
            "PAIR_COLORS"]
 
-PairBatch = Tuple[torch.Tensor, torch.Tensor]
+PairBatch = Tuple[Pairs, torch.Tensor]
 
 #: The colours of the two reconstructions (RGB channels): the first class red, the second green (Fig. 5).
 PAIR_COLORS = ("red", "green")
@@ -78,14 +77,11 @@ class PairReading:
 def _as_pair_batch(pairs: Union[MultiMNIST, PairBatch]) -> PairBatch:
     if isinstance(pairs, MultiMNIST):
         return pairs.as_batch()
-    if not (isinstance(pairs, (tuple, list)) and len(pairs) == 2):
-        raise ValueError("pairs must be a MultiMNIST or a pair batch (images (N, 3, H, W), targets (N, 2)), "
+    if not (isinstance(pairs, (tuple, list)) and len(pairs) == 2 and isinstance(pairs[0], Pairs)):
+        raise ValueError("pairs must be a MultiMNIST or a pair batch (Pairs, targets (N, 2)), "
                          f"got {type(pairs).__name__}")
     images, targets = pairs
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"pair images must be (N, 3, H, W): overlay, first, second; got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
-    if not isinstance(targets, torch.Tensor) or targets.shape != (images.shape[0], 2) or targets.is_floating_point():
+    if not isinstance(targets, torch.Tensor) or targets.shape != (images.size, 2) or targets.is_floating_point():
         raise ValueError(f"pair targets must be int64 (N, 2) class indices, got "
                          f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
     return images, targets.long()
@@ -105,8 +101,8 @@ def read_pairs(model: torch.nn.Module, pairs: Union[MultiMNIST, PairBatch],
     Args:
         model: a :class:`capsedu.models.CapsNet` with a decoder, trained on MultiMNIST (36x36 inputs), e.g.
             with ``TrainConfig(dataset="multimnist")``.
-        pairs: a :class:`~capsedu.data.MultiMNIST` or a pair batch ``(images (N, 3, H, W), targets (N, 2))``
-            as :class:`~capsedu.data.PairBatches` yields it; only the overlay (channel 0) reaches the model.
+        pairs: a :class:`~capsedu.data.MultiMNIST` or a pair batch ``(Pairs, targets (N, 2))`` as
+            :class:`~capsedu.data.PairBatches` yields it; only the overlay reaches the model.
         absent: the class to force-decode beside the first label (one int for all pairs, or ``int64 (N,)``);
             it must be neither a label nor predicted. Default: the longest capsule among those classes, the
             absent class the network finds most plausible.
@@ -121,7 +117,7 @@ def read_pairs(model: torch.nn.Module, pairs: Union[MultiMNIST, PairBatch],
                          f"{type(model).__name__}" + (" without a decoder" if isinstance(model, CapsNet) else ""))
     images, labels = _as_pair_batch(pairs)
     device = next(model.parameters()).device
-    images, labels = images.to(device), labels.to(device)
+    overlay, labels = images.overlay.to(device), labels.to(device)
     n_classes = model.config.n_classes
     if n_classes < 5:
         raise ValueError(f"the forced decoding needs a class beyond two labels and two predictions; the model has "
@@ -129,7 +125,7 @@ def read_pairs(model: torch.nn.Module, pairs: Union[MultiMNIST, PairBatch],
     was_training = model.training
     model.eval()
     try:
-        out = model(images[:, :1])
+        out = model(overlay)
         lengths = out.lengths                                                # (N, K)
         predicted = _line_up(lengths.topk(2, dim=1).indices, labels)         # (N, 2)
         correct = (predicted.sort(dim=1).values == labels.sort(dim=1).values).all(dim=1)
@@ -158,7 +154,7 @@ def read_pairs(model: torch.nn.Module, pairs: Union[MultiMNIST, PairBatch],
             return torch.stack([model.reconstruct(out.poses, classes[:, k])[:, 0] for k in (0, 1)], dim=1)
 
         forced = torch.stack([labels[:, 0], absent_t], dim=1)
-        return PairReading(overlay=images[:, 0].cpu(), labels=labels.cpu(), predicted=predicted.cpu(),
+        return PairReading(overlay=overlay[:, 0].cpu(), labels=labels.cpu(), predicted=predicted.cpu(),
                            correct=correct.cpu(), lengths=lengths.cpu(), from_labels=decode(labels).cpu(),
                            from_prediction=decode(predicted).cpu(), absent=absent_t.cpu(),
                            from_absent=decode(forced).cpu())

@@ -12,11 +12,16 @@ prediction vectors ``u_hat_{j|i} = W_ij u_i`` of capsule networks (Eq. 2 of the 
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
+import numpy as np
 import torch
+from matplotlib.axes import Axes
 
-__all__ = ["pose2d", "pose_params", "compose", "FACE_PARTS", "place_parts", "part_votes", "vote_spread"]
+from .images import ArrayLike, as_numpy
+
+__all__ = ["pose2d", "pose_params", "compose", "FACE_PARTS", "place_parts", "part_votes", "vote_spread",
+           "draw_face_scene"]
 
 
 def pose2d(theta: float = 0.0, tx: float = 0.0, ty: float = 0.0, scale: float = 1.0) -> torch.Tensor:
@@ -68,3 +73,46 @@ def vote_spread(votes: Mapping[str, torch.Tensor]) -> float:
     """
     stack = torch.stack(list(votes.values()))  # (n_parts, 3, 3)
     return float((stack - stack.mean(0)).flatten(1).norm(dim=1).mean())
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def _part_outline(name: str) -> np.ndarray:
+    """Outline ``(2, n)`` of a cartoon-face part in its own frame (unit size); the face itself is a circle."""
+    t = np.linspace(0, 2 * np.pi, 40)
+    if name.endswith("eye"):
+        return np.stack([np.cos(t), 0.6 * np.sin(t)])
+    if name == "nose":
+        return np.array([[0.0, -0.6, 0.6, 0.0], [1.0, -0.6, -0.6, 1.0]])
+    if name == "mouth":
+        u = np.linspace(-1, 1, 30)
+        upper, lower = 0.35 * u ** 2 - 0.15, 0.5 * u[::-1] ** 2 - 0.35     # a closed smile
+        return np.stack([np.concatenate([u, u[::-1]]), np.concatenate([upper, lower])])
+    return np.stack([np.cos(t), np.sin(t)])
+
+
+def _apply_pose(pose: ArrayLike, xy: np.ndarray) -> np.ndarray:
+    p = as_numpy(pose)
+    return p[:2, :2] @ xy + p[:2, 2:3]
+
+
+def draw_face_scene(ax: Axes, whole: Optional[ArrayLike] = None, parts: Optional[Mapping[str, ArrayLike]] = None,
+                    votes: Optional[Mapping[str, ArrayLike]] = None, color: str = "C0") -> Dict[str, object]:
+    """Draw a face scene: the face outline under pose ``whole``, each part under its pose in the picture.
+
+    ``whole``: 3x3 pose of the face (``None``: no outline); ``parts``: name -> 3x3 pose in the picture
+    (e.g. :func:`capsedu.teaching.poses.place_parts`); ``votes``: name -> predicted face pose, drawn
+    as dashed outlines, one per part. Returns ``{"outline": line, "parts": {name: line}, "votes": {name: line}}``.
+    """
+    out: Dict[str, object] = {"outline": None, "parts": {}, "votes": {}}
+    if whole is not None:
+        xy = _apply_pose(whole, _part_outline("face"))
+        out["outline"], = ax.plot(xy[0], xy[1], color=color, lw=2)
+    for name, pose in (parts or {}).items():
+        xy = _apply_pose(pose, _part_outline(name))
+        out["parts"][name], = ax.plot(xy[0], xy[1], color="k", lw=1.5)
+    for k, (name, pose) in enumerate((votes or {}).items()):
+        xy = _apply_pose(pose, _part_outline("face"))
+        out["votes"][name], = ax.plot(xy[0], xy[1], ls="--", lw=1, color=f"C{k + 1}", label=f"vote of {name}")
+    ax.set_aspect("equal")
+    return out
