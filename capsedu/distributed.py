@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -55,8 +55,11 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    def shard(self, images: Any, labels: torch.Tensor) -> Tuple[Any, torch.Tensor, float]:
         """This rank's contiguous slice of a global batch and its loss scale.
+
+        ``images`` is a tensor, or a named tuple of tensors with one row per example such as
+        :class:`capsedu.data.Pairs`, sliced field by field.
 
         The scale ``world * n_local / n_global`` makes DDP's gradient average equal the gradient
         of the mean loss over the global batch. A rank whose slice would be empty (a final batch
@@ -66,11 +69,15 @@ class DistContext:
         if not self.enabled:
             return images, labels, 1.0
         n = labels.shape[0]
-        pieces_x = torch.tensor_split(images, self.world_size)
         pieces_y = torch.tensor_split(labels, self.world_size)
-        x, y = pieces_x[self.rank], pieces_y[self.rank]
-        if y.shape[0] == 0:
-            return pieces_x[0], pieces_y[0], 0.0
+        rank = self.rank if pieces_y[self.rank].shape[0] else 0
+        if isinstance(images, torch.Tensor):
+            x = torch.tensor_split(images, self.world_size)[rank]
+        else:
+            x = type(images)(*(torch.tensor_split(t, self.world_size)[rank] for t in images))
+        y = pieces_y[rank]
+        if rank != self.rank:
+            return x, y, 0.0
         return x, y, self.world_size * y.shape[0] / n
 
     def all_sum(self, values: Sequence[float], device: torch.device) -> List[float]:

@@ -9,6 +9,8 @@ from typing import Tuple, Union
 
 import torch
 
+from .checks import check_number
+
 __all__ = ["squash", "squash_vjp", "capsule_length", "squash_scale"]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -22,7 +24,7 @@ def squash_scale(sq_norm: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     whole factor goes to 0 at the origin, which makes ``squash(0) == 0`` *and* its
     Jacobian at 0 equal to the true limit (zero) rather than ``sqrt(eps)`` times identity.
     """
-    return _scale(sq_norm, 1.0, eps)
+    return _scale(sq_norm, 1.0, check_number(eps, "eps", low=0.0))
 
 
 def _scale(sq_norm: torch.Tensor, k2: Union[torch.Tensor, float], eps: float) -> torch.Tensor:
@@ -78,9 +80,11 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
         float32, because ``1 + ||s||^2`` loses the small norms that decide which capsules are active.
 
     Raises:
-        ValueError: ``s`` is a scalar, or not a floating-point tensor.
+        ValueError: ``s`` is a scalar, or not a floating-point tensor; ``eps`` is negative or not finite
+            (a negative one makes the square root of a short vector's norm NaN).
     """
     _check_real(s, "s")
+    check_number(eps, "eps", low=0.0)
     if s.dim() == 0:
         raise ValueError("squash expects s with at least one dimension (the capsule vector), got a scalar")
     s32 = s.float() if s.dtype in _HALF else s
@@ -124,5 +128,6 @@ def capsule_length(v: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.
     has ``v``'s dtype, except that float16/bfloat16 are measured (and returned) in float32.
     """
     _check_real(v, "v")
+    check_number(eps, "eps", low=0.0)
     v32 = v.float() if v.dtype in _HALF else v
     return torch.sqrt((v32 * v32).sum(dim=dim) + eps)

@@ -1,13 +1,16 @@
-"""Losses of the paper: the margin loss (Eq. 4) and the reconstruction regulariser (section 4.1)."""
+"""Losses of the paper as pure functions: the margin loss (Eq. 4) and the reconstruction regulariser
+(section 4.1). The training objectives (:mod:`capsedu.objectives`) are thin wrappers over these."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["margin_loss", "reconstruction_loss", "capsule_loss", "labels_to_targets", "check_class_indices",
-           "check_multi_hot", "RECONSTRUCTION_WEIGHT"]
+from .checks import check_number
+
+__all__ = ["margin_loss", "reconstruction_loss", "capsule_loss", "capsule_loss_terms", "labels_to_targets",
+           "check_class_indices", "check_multi_hot", "check_margins", "RECONSTRUCTION_WEIGHT"]
 
 #: Scale of the summed squared reconstruction error in the total loss (section 4.1), chosen so
 #: that the decoder does not dominate the margin loss during training.
@@ -79,6 +82,14 @@ def labels_to_targets(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     raise ValueError(f"labels must be (batch,) class indices or (batch, n_classes) multi-hot, got shape {tuple(labels.shape)}")
 
 
+def check_margins(m_pos: float, m_neg: float, lam: float) -> None:
+    """Check Eq. 4's constants: finite margins and a down-weighting ``lam >= 0`` (a negative one would
+    reward long absent capsules)."""
+    check_number(m_pos, "m_pos")
+    check_number(m_neg, "m_neg")
+    check_number(lam, "lam", low=0.0)
+
+
 def margin_loss(
     lengths: torch.Tensor,
     labels: torch.Tensor,
@@ -103,8 +114,10 @@ def margin_loss(
 
     Raises:
         ValueError: naming ``lengths`` or ``labels`` when a shape, dtype or value is wrong, and for
-            an empty batch (the mean over 0 examples is undefined).
+            an empty batch (the mean over 0 examples is undefined); naming a constant that is not a
+            finite number, or a negative ``lam``.
     """
+    check_margins(m_pos, m_neg, lam)
     if not isinstance(lengths, torch.Tensor) or not lengths.is_floating_point():
         what = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
         raise ValueError(f"lengths must be a floating-point tensor of capsule lengths, got {what}")
@@ -125,18 +138,49 @@ def margin_loss(
     return (present + absent).sum(dim=1).mean()
 
 
+def _check_images(images: Any) -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        what = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a floating-point tensor scaled to [0, 1] (e.g. images.float() / 255), "
+                         f"got {what}")
+
+
 def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Sum of squared pixel differences per image, averaged over the batch (unweighted)."""
-    if reconstructions.shape[0] != images.shape[0] or reconstructions[0].numel() != images[0].numel():
-        raise ValueError(
-            f"reconstructions {tuple(reconstructions.shape)} do not match images {tuple(images.shape)}"
-        )
+    """Sum of squared pixel differences per image, averaged over the batch (unweighted; section 4.1).
+
+    Raises:
+        ValueError: ``images`` are not floating point (uint8 pixels in 0..255 would swamp the sigmoid
+            outputs), the two do not match, or the batch is empty.
+    """
+    _check_images(images)
+    _check_images(reconstructions)
+    if reconstructions.dim() == 0 or images.dim() == 0 or reconstructions.shape[0] != images.shape[0] \
+            or reconstructions[0:1].numel() != images[0:1].numel():
+        raise ValueError(f"reconstructions {tuple(reconstructions.shape)} do not match images {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images: empty batch (shape {tuple(images.shape)}); the loss averages over at least one "
+                         f"image")
     diff = reconstructions.float().flatten(1) - images.float().flatten(1)
     return (diff * diff).sum(dim=1).mean()
 
 
+def capsule_loss_terms(output: Any, images: torch.Tensor, labels: torch.Tensor, m_pos: float = 0.9,
+                       m_neg: float = 0.1, lam: float = 0.5,
+                       reconstruction_weight: float = RECONSTRUCTION_WEIGHT) -> Dict[str, torch.Tensor]:
+    """The named terms of :func:`capsule_loss`: ``"margin"`` (Eq. 4) and, when the output has
+    reconstructions, the weight is not 0 and ``labels`` are class indices, ``"reconstruction"``
+    (``reconstruction_weight`` x the summed squared error). Multi-hot labels get no reconstruction
+    term: the decoder then reads the longest capsule, not a known digit."""
+    check_number(reconstruction_weight, "reconstruction_weight", low=0.0)
+    terms = {"margin": margin_loss(output.lengths, labels, m_pos, m_neg, lam)}
+    reconstructions = output.reconstructions
+    if reconstruction_weight and reconstructions is not None and labels.dim() == 1:
+        terms["reconstruction"] = reconstruction_weight * reconstruction_loss(reconstructions, images)
+    return terms
+
+
 def capsule_loss(
-    output,
+    output: Any,
     images: torch.Tensor,
     labels: torch.Tensor,
     m_pos: float = 0.9,
@@ -151,21 +195,15 @@ def capsule_loss(
             built without decoder) only the margin loss is returned.
         images: the input images, floating point scaled to [0, 1] like the sigmoid reconstructions.
         labels, m_pos, m_neg, lam: as in :func:`margin_loss`.
-        reconstruction_weight: scale of the reconstruction error (0.0005, section 4.1).
+        reconstruction_weight: scale of the reconstruction error (0.0005, section 4.1), >= 0.
 
     Returns:
-        A scalar, float64 if the lengths are float64, else float32.
+        A scalar, float64 if the lengths are float64, else float32 (the sum of
+        :func:`capsule_loss_terms`).
 
     Raises:
-        ValueError: ``images`` are not floating point (e.g. uint8 pixels in 0..255), or as
-            :func:`margin_loss` does.
+        ValueError: ``images`` are not floating point (e.g. uint8 pixels in 0..255), a negative or
+            non-finite ``reconstruction_weight``, or as :func:`margin_loss` does.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        what = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a floating-point tensor scaled to [0, 1] (e.g. images.float() / 255), "
-                         f"got {what}")
-    loss = margin_loss(output.lengths, labels, m_pos, m_neg, lam)
-    reconstructions: Optional[torch.Tensor] = output.reconstructions
-    if reconstructions is not None and reconstruction_weight:
-        loss = loss + reconstruction_weight * reconstruction_loss(reconstructions, images)
-    return loss
+    _check_images(images)
+    return sum(capsule_loss_terms(output, images, labels, m_pos, m_neg, lam, reconstruction_weight).values())

@@ -24,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_number
 from .distributed import unwrap
-from .losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
+from .losses import RECONSTRUCTION_WEIGHT, capsule_loss_terms, check_margins, margin_loss, reconstruction_loss
 from .models import CapsNet, CapsNetOutput
 
 __all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "PairMarginLoss", "PairCrossEntropy", "OBJECTIVES",
@@ -60,11 +61,6 @@ def count_correct(class_scores: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return ((rank < k) == present).all(dim=1).sum()
 
 
-def _takes_labels(model: nn.Module) -> bool:
-    inner = unwrap(model)  # a DistributedDataParallel wrapper passes the labels on
-    return isinstance(inner, CapsNet) or bool(getattr(inner, "takes_labels", False))
-
-
 class Objective:
     """Base class: ``objective(model, images, targets) -> StepResult``.
 
@@ -76,7 +72,8 @@ class Objective:
     name = "objective"
 
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
-        if model.training and targets.dim() == 1 and _takes_labels(model):
+        # a DistributedDataParallel wrapper passes the labels on to the CapsNet inside
+        if model.training and targets.dim() == 1 and isinstance(unwrap(model), CapsNet):
             return model(images, targets)
         return model(images)
 
@@ -101,7 +98,8 @@ class Objective:
 
 
 class MarginLoss(Objective):
-    """Margin loss (Eq. 4) plus ``reconstruction_weight`` x summed squared reconstruction error.
+    """Margin loss (Eq. 4) plus ``reconstruction_weight`` x summed squared reconstruction error: the
+    training objective over :func:`capsedu.losses.capsule_loss_terms`.
 
     Args:
         reconstruction_weight: scale of the decoder's error (0.0005 in section 4.1; 0 for none). The
@@ -113,19 +111,15 @@ class MarginLoss(Objective):
 
     def __init__(self, reconstruction_weight: float = RECONSTRUCTION_WEIGHT, m_pos: float = 0.9,
                  m_neg: float = 0.1, lam: float = 0.5):
-        if not (reconstruction_weight >= 0 and float(reconstruction_weight) < float("inf")):
-            raise ValueError(f"reconstruction_weight must be a finite number >= 0, got {reconstruction_weight!r}")
-        self.reconstruction_weight = float(reconstruction_weight)
+        self.reconstruction_weight = check_number(reconstruction_weight, "reconstruction_weight", low=0.0)
+        check_margins(m_pos, m_neg, lam)
         self.m_pos, self.m_neg, self.lam = m_pos, m_neg, lam
 
     def loss(self, output: Any, images: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         if not isinstance(output, CapsNetOutput):
             raise ValueError("the margin loss needs capsule lengths, but the model returned "
                              f"{type(output).__name__}; train a logits model with cross-entropy")
-        terms = {"margin": margin_loss(output.lengths, targets, self.m_pos, self.m_neg, self.lam)}
-        if self.reconstruction_weight and output.reconstructions is not None and targets.dim() == 1:
-            terms["reconstruction"] = self.reconstruction_weight * reconstruction_loss(output.reconstructions, images)
-        return terms
+        return capsule_loss_terms(output, images, targets, self.m_pos, self.m_neg, self.lam, self.reconstruction_weight)
 
     def settings(self) -> Dict[str, Any]:
         return {"name": self.name, "reconstruction_weight": self.reconstruction_weight,
@@ -143,9 +137,7 @@ class CrossEntropy(Objective):
     name = "cross-entropy"
 
     def __init__(self, scale: float = 1.0):
-        if not (scale > 0 and float(scale) < float("inf")):
-            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = check_number(scale, "scale", low=0.0, low_open=True)
 
     def loss(self, output: Any, images: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         if targets.dim() != 1:
@@ -162,17 +154,19 @@ class _PairObjective(Objective):
     """Base of the objectives for pair batches (MultiMNIST): checks them and shows the model the overlay only."""
 
     @staticmethod
-    def _check(images: torch.Tensor, targets: torch.Tensor) -> None:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError("pair batches need images (batch, 3, H, W): the overlay and each digit alone, got "
-                             f"{tuple(images.shape)}")
+    def _check(images: Any, targets: torch.Tensor) -> None:
+        from .data import Pairs  # data imports torchvision; keep `import capsedu.objectives` light
+
+        if not isinstance(images, Pairs):
+            raise ValueError("pair batches hold capsedu.data.Pairs: the overlay and each digit alone, got "
+                             f"{type(images).__name__}")
         if targets.dim() != 2 or targets.shape[1] != 2 or targets.is_floating_point():
             raise ValueError(f"pair batches need targets (batch, 2) of class indices, got {tuple(targets.shape)} "
                              f"{targets.dtype}")
 
-    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Any:
+    def forward(self, model: nn.Module, images: Any, targets: torch.Tensor) -> Any:
         self._check(images, targets)
-        return model(images[:, :1])  # the overlay only; PairMarginLoss drives the decoder per digit itself
+        return model(images.overlay)  # PairMarginLoss drives the decoder per digit itself
 
     @staticmethod
     def _both(targets: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -184,9 +178,8 @@ class PairMarginLoss(_PairObjective):
     """Two overlapping digits (MultiMNIST, section 6): the margin loss on both classes, and each digit
     reconstructed from its own capsule.
 
-    Batches carry, per example, the overlay and each digit alone as three channels,
-    ``images (batch, 3, H, W)`` = (overlay, first, second), and the two classes as
-    ``targets (batch, 2)`` int64. The model sees only the overlay. The loss is the margin loss
+    Batches are ``(Pairs, targets)``: the overlay and each digit alone (:class:`capsedu.data.Pairs`), and
+    the two classes as ``targets (batch, 2)`` int64. The model sees only the overlay. The loss is the margin loss
     (Eq. 4) with both classes present plus ``reconstruction_weight`` x (the summed squared error of
     the first digit decoded from its capsule + the same for the second). A prediction is right when
     the two longest capsules are the two classes (the paper's evaluation).
@@ -208,8 +201,8 @@ class PairMarginLoss(_PairObjective):
         inner = unwrap(model)
         weight = self.margin.reconstruction_weight
         if weight and getattr(inner, "decoder", None) is not None:
-            error = sum(reconstruction_loss(inner.reconstruct(output.poses, targets[:, k]), images[:, k + 1:k + 2])
-                        for k in (0, 1))
+            error = sum(reconstruction_loss(inner.reconstruct(output.poses, targets[:, k]), digit)
+                        for k, digit in enumerate((images.first, images.second)))
             terms["reconstruction"] = weight * error
         total = sum(terms.values())
         return StepResult(total, count_correct(output.lengths.detach(), both), output,

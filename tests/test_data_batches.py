@@ -152,7 +152,7 @@ def test_batches_reject_bad_arguments_with_one_line_messages(toy):
         Batches((images[:, 0], labels), 8)
     with pytest.raises(ValueError, match=r"crop 30x30 is larger than the images \(28x28\)"):
         Batches(toy, 8, augment=RandomCrop(30))
-    with pytest.raises(TypeError, match="augment must be a RandomTransform"):
+    with pytest.raises(TypeError, match="augment must be a Transform"):
         Batches(toy, 8, augment=2)
     with pytest.raises(ValueError, match="start_batch must be >= 0"):
         Batches(toy, 8).iter_from(-1)

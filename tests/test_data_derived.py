@@ -82,7 +82,7 @@ def test_multimnist_needs_class_indices_and_two_classes():
     multi_hot = ImageSplit(images, torch.eye(4), 4, "toy", "generated", "test")
     with pytest.raises(ValueError, match="class-index labels"):
         make_multimnist(multi_hot, 5)
-    with pytest.raises(ValueError, match="n must be >= 0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
         make_multimnist(one_class, -1)
 
 

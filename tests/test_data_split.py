@@ -35,7 +35,7 @@ def test_image_split_take_keeps_the_first_examples_and_the_provenance():
     assert len(first) == 2 and torch.equal(first.labels, split.labels[:2])
     assert (first.name, first.source, first.origin, first.n_classes) == ("toy", "generated", "test", 3)
     assert len(split.take(100)) == 4
-    with pytest.raises(ValueError, match="n must be >= 0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
         split.take(-1)
 
 

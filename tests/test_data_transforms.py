@@ -1,5 +1,5 @@
 """Tests for capsedu.data.transforms: pixel scaling, shifts, padding, affine warps and the
-RandomTransform implementations (RandomShift, RandomPlacement, RandomCrop, CenterCrop, RandomAffine)."""
+Transform implementations (RandomShift, RandomPlacement, RandomCrop, RandomAffine; CenterCrop, CenterPad)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from capsedu.data import (
-    CenterCrop, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform, draw_shifts, load_mnist,
+    CenterCrop, CenterPad, DeterministicTransform, RandomAffine, RandomCrop, RandomPlacement, RandomShift,
+    RandomTransform, Transform, draw_shifts, load_mnist,
     pad_to, random_affine, random_shift, shift_images, to_float,
 )
 
@@ -126,14 +127,14 @@ def test_random_shift_rejects_a_negative_range():
 # ----------------------------------------------------------------------------- the transform interface
 
 
-ALL_TRANSFORMS = [RandomShift(2), RandomPlacement(40), RandomCrop(20), CenterCrop(20), RandomAffine()]
+ALL_TRANSFORMS = [RandomShift(2), RandomPlacement(40), RandomCrop(20), CenterCrop(20), CenterPad(40), RandomAffine()]
 
 
 @pytest.mark.parametrize("transform", ALL_TRANSFORMS, ids=lambda t: type(t).__name__)
 def test_every_transform_has_the_declared_output_shape_and_keeps_dtype(transform, digits):
     x = digits.repeat(1, 2, 1, 1)  # (16, 2, 28, 28): channels are carried along
     out = transform(x, gen())
-    assert isinstance(transform, RandomTransform)
+    assert isinstance(transform, Transform)
     assert out.shape == (16, *transform.output_shape(2, 28, 28)) and out.dtype == x.dtype
 
 
@@ -141,7 +142,7 @@ def test_every_transform_has_the_declared_output_shape_and_keeps_dtype(transform
 def test_every_transform_is_a_function_of_the_generator_state(transform, digits):
     a, b = transform(digits, gen(1)), transform(digits, gen(1))
     assert torch.equal(a, b)
-    if not isinstance(transform, CenterCrop):
+    if isinstance(transform, RandomTransform):
         assert not torch.equal(a, transform(digits, gen(2)))
 
 
@@ -153,13 +154,6 @@ def test_every_transform_draws_once_then_applies_the_same_params_to_any_slice(tr
     assert torch.equal(whole, halves)
     with pytest.raises(ValueError, match="7 sets of transform parameters for 16 images"):
         transform.apply(digits, params[:7])
-
-
-def test_center_crop_draws_no_randomness():
-    g = gen(9)
-    before = g.get_state()
-    params = CenterCrop(20).draw(5, g)
-    assert params.shape == (5, 0) and torch.equal(g.get_state(), before)
 
 
 # ----------------------------------------------------------------------------- placement and crops
@@ -316,3 +310,13 @@ def test_the_place_recipe_trains_on_random_positions_and_tests_centred():
         data_transforms("mnist", "place")
     with pytest.raises(ValueError, match="--canvas-size applies to --augment place only"):
         data_transforms("mnist", "shift", canvas_size=40)
+
+
+@pytest.mark.parametrize("transform", [CenterCrop(20), CenterPad(40)], ids=lambda t: type(t).__name__)
+def test_central_crops_and_pads_are_deterministic_transforms_that_consume_no_randomness(transform, digits):
+    assert isinstance(transform, DeterministicTransform) and not isinstance(transform, RandomTransform)
+    g = gen()
+    before = g.get_state()
+    params = transform.draw(16, g)
+    assert params.shape == (16, 0) and torch.equal(g.get_state(), before)
+    assert torch.equal(transform(digits, g), transform(digits))

@@ -83,6 +83,18 @@ def test_each_rank_takes_its_slice_and_the_loss_scales_average_to_the_global_mea
     assert scale == 0.0 and y.numel() == 1
 
 
+def test_a_batch_of_pairs_is_sliced_field_by_field_like_its_labels():
+    from capsedu.data import Pairs
+
+    pairs = Pairs(*(torch.arange(5.0).view(5, 1, 1, 1) + 10 * k for k in range(3)))
+    labels = torch.arange(10).view(5, 2)
+    (x0, y0, s0), (x1, y1, s1) = [DistContext(rank=r, world_size=2).shard(pairs, labels) for r in range(2)]
+    assert isinstance(x1, Pairs) and x1.first.flatten().tolist() == [13.0, 14.0] and y1[:, 0].tolist() == [6, 8]
+    assert x0.second.flatten().tolist() == [20.0, 21.0, 22.0] and (s0, s1) == pytest.approx((6 / 5, 4 / 5))
+    x, y, scale = DistContext(rank=2, world_size=3).shard(pairs.select(slice(0, 2)), labels[:2])
+    assert scale == 0.0 and x.overlay.flatten().tolist() == [0.0] and y.shape == (1, 2)
+
+
 def test_without_torchrun_everything_is_a_single_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert env_world_size() == 1

@@ -1,8 +1,11 @@
+import re
+
 import pytest
 import torch
 
 from capsedu import capsule_loss, margin_loss, reconstruction_loss
 from capsedu.models import CapsNetOutput
+from capsedu.objectives import MarginLoss
 
 
 def literal_margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
@@ -143,3 +146,45 @@ def test_capsule_loss_of_float64_and_half_outputs_has_the_documented_dtype(rng, 
     reference = capsule_loss(CapsNetOutput(lengths.to(dtype).float(), None, rec.to(dtype).float()),
                              img.to(dtype).float(), labels)
     torch.testing.assert_close(loss.float(), reference)
+
+
+@pytest.mark.parametrize("constants, message", [
+    ((0.9, 0.1, -0.5), "lam must be a finite number >= 0.0, got -0.5"),
+    ((float("nan"), 0.1, 0.5), "m_pos must be a finite number, got nan"),
+    ((0.9, float("inf"), 0.5), "m_neg must be a finite number, got inf"),
+    ((0.9, 0.1, True), "lam must be a finite number >= 0.0, got True"),
+])
+def test_margin_loss_refuses_a_negative_lambda_and_margins_that_are_not_finite(constants, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        margin_loss(torch.rand(2, 10), torch.tensor([0, 1]), *constants)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MarginLoss(0.0, *constants)
+
+
+@pytest.mark.parametrize("weight", [-0.0005, float("nan"), float("inf")])
+def test_capsule_loss_refuses_the_reconstruction_weights_the_margin_objective_refuses(rng, weight):
+    out = CapsNetOutput(torch.rand(2, 10, generator=rng), None, torch.rand(2, 1, 28, 28, generator=rng))
+    with pytest.raises(ValueError, match="reconstruction_weight must be a finite number >= 0.0"):
+        capsule_loss(out, torch.rand(2, 1, 28, 28, generator=rng), torch.tensor([1, 2]), reconstruction_weight=weight)
+    with pytest.raises(ValueError, match="reconstruction_weight must be a finite number >= 0.0"):
+        MarginLoss(reconstruction_weight=weight)
+
+
+def test_reconstruction_loss_refuses_an_empty_batch_and_integer_pixels_in_one_line(rng):
+    with pytest.raises(ValueError, match=r"images: empty batch \(shape \(0, 1, 28, 28\)\)"):
+        reconstruction_loss(torch.zeros(0, 1, 28, 28), torch.zeros(0, 1, 28, 28))
+    pixels = torch.randint(0, 256, (2, 1, 28, 28), generator=rng).to(torch.uint8)
+    with pytest.raises(ValueError, match=r"images must be a floating-point tensor scaled to \[0, 1\]"):
+        reconstruction_loss(torch.rand(2, 1, 28, 28, generator=rng), pixels)
+
+
+def test_the_margin_objective_is_capsule_loss_split_into_its_named_terms(rng):
+    lengths, labels = torch.rand(4, 10, generator=rng), torch.randint(0, 10, (4,), generator=rng)
+    rec, img = torch.rand(4, 1, 28, 28, generator=rng), torch.rand(4, 1, 28, 28, generator=rng)
+    out = CapsNetOutput(lengths, torch.zeros(4, 10, 16), rec)
+    terms = MarginLoss(0.01, 0.8, 0.2, 0.25).loss(out, img, labels)
+    assert set(terms) == {"margin", "reconstruction"}
+    torch.testing.assert_close(sum(terms.values()), capsule_loss(out, img, labels, 0.8, 0.2, 0.25, 0.01))
+    # several digits at once: the decoder reads the longest capsule, not a known digit, so no reconstruction term
+    multi_hot = torch.zeros(4, 10).scatter_(1, labels[:, None], 1.0)
+    torch.testing.assert_close(capsule_loss(out, img, multi_hot), margin_loss(lengths, multi_hot))

@@ -159,3 +159,11 @@ def test_capsule_length_keeps_float64_and_measures_half_precision_in_float32(rng
     assert capsule_length(v.half()).dtype == torch.float32
     with pytest.raises(ValueError, match="v must be a floating-point tensor"):
         capsule_length(torch.ones(2, 3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_eps_is_refused_instead_of_returning_nan(eps):
+    s = torch.tensor([[0.0, 0.0], [1e-5, 0.0], [3.0, 4.0]])
+    for call in (lambda: squash(s, eps=eps), lambda: capsule_length(s, eps=eps), lambda: squash_scale(s, eps=eps)):
+        with pytest.raises(ValueError, match=r"eps must be a finite number >= 0.0"):
+            call()

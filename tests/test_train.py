@@ -299,8 +299,7 @@ def test_pair_margin_loss_reconstructs_each_digit_from_its_own_capsule():
     from capsedu.objectives import PairMarginLoss
 
     pairs = make_multimnist(load_mnist("test", subset=True), 6, seed=0)
-    images = torch.cat([pairs.images, pairs.first, pairs.second], dim=1)        # (6, 3, 36, 36)
-    targets = torch.stack([pairs.first_label, pairs.second_label], dim=1)       # (6, 2)
+    images, targets = pairs.as_batch()                                           # Pairs, (6, 2)
     torch.manual_seed(0)
     net = CapsNet("small", image_size=36)
     result = PairMarginLoss()(net, images, targets)

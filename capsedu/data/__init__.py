@@ -13,12 +13,12 @@ What is where
 * :mod:`~capsedu.data.recipes`: how the paper trains on each data set (augmentation, test-time
   crop, CapsNet preset), which ``TrainConfig(augment="auto", preset="auto")`` follows.
 * :mod:`~capsedu.data.transforms`: :func:`to_float`, shifts, padding, crops and affine warps,
-  and the :class:`RandomTransform` interface (draw all random choices, then apply).
+  and the :class:`Transform` interface (draw all random choices, then apply), random or deterministic.
 * :mod:`~capsedu.data.batches`: :class:`Batches` keeps a whole split on the device and yields
   float batches, optionally augmented (the paper: ``RandomShift(2)``), resumable mid-epoch.
 * :mod:`~capsedu.data.multimnist`: :func:`make_multimnist` (section 6): two digits of different
   classes, each shifted by up to 4 pixels, overlaid on a 36x36 canvas; :class:`PairBatches` makes
-  them batch by batch (fresh pairs every epoch, or a fixed test set); :func:`measure_overlap`.
+  them batch by batch (fresh pairs every epoch, or a fixed test set) as ``(Pairs, labels)`` batches.
 * :mod:`~capsedu.data.affine`: :func:`make_affine_test`, a generated affNIST-like test set
   (section 5.2); not the real affNIST.
 
@@ -36,15 +36,15 @@ from .batches import Batches
 from .cifar10 import load_cifar10
 from .mnist import DATA_ENV, SUBSET_PATH, PathLike, build_subset, load_mnist, resolve_root
 from .multimnist import (
-    MultiMNIST, PairBatches, PairDraw, bounding_boxes, draw_pairs, make_multimnist, measure_overlap, pair_overlaps,
-    pair_test_batches, render_pairs,
+    MultiMNIST, PairBatches, PairDraw, Pairs, make_multimnist, pair_test_batches, render_pairs, sample_pairs,
 )
 from .recipes import AUGMENTATIONS, RECIPES, DataRecipe, data_transforms, recipe_for
 from .smallnorb import load_smallnorb
 from .split import DataError, ImageSplit
 from .svhn import load_svhn
 from .transforms import (
-    CenterCrop, CenterPad, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform, draw_shifts, pad_to,
+    CenterCrop, CenterPad, DeterministicTransform, RandomAffine, RandomCrop, RandomPlacement, RandomShift, RandomTransform,
+    Transform, draw_shifts, pad_to,
     random_affine, random_shift, shift_images, to_float,
 )
 
@@ -53,9 +53,10 @@ __all__ = [
     "load_cifar10", "load_svhn", "load_smallnorb", "DataRecipe", "RECIPES", "AUGMENTATIONS", "recipe_for",
     "data_transforms",
     "build_subset", "to_float", "draw_shifts", "shift_images", "random_shift", "pad_to", "random_affine",
-    "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "CenterPad", "RandomAffine",
-    "Batches", "MultiMNIST", "make_multimnist", "make_affine_test", "PAIR_DATASETS", "PairBatches", "PairDraw",
-    "draw_pairs", "render_pairs", "bounding_boxes", "pair_overlaps", "measure_overlap", "pair_test_batches",
+    "Transform", "RandomTransform", "DeterministicTransform", "RandomShift", "RandomPlacement", "RandomCrop",
+    "CenterCrop", "CenterPad", "RandomAffine",
+    "Batches", "MultiMNIST", "make_multimnist", "make_affine_test", "PAIR_DATASETS", "PairBatches", "PairDraw", "Pairs",
+    "sample_pairs", "render_pairs", "pair_test_batches",
 ]
 
 # Every loader takes (split, *, root, download, subset, verbose) as load_mnist does and returns an ImageSplit.

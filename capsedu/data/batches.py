@@ -6,7 +6,7 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 
 from .split import ImageSplit
-from .transforms import RandomTransform, _generator_device, to_float
+from .transforms import Transform, _generator_device, to_float
 
 __all__ = ["Batches"]
 
@@ -47,7 +47,7 @@ class Batches:
         split: Union[ImageSplit, Tuple[torch.Tensor, torch.Tensor]],
         batch_size: int,
         shuffle: bool = False,
-        augment: Optional[RandomTransform] = None,
+        augment: Optional[Transform] = None,
         device: Union[str, torch.device] = "cpu",
         generator: Optional[torch.Generator] = None,
         drop_last: bool = False,
@@ -61,8 +61,8 @@ class Batches:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment is not None:
-            if not isinstance(augment, RandomTransform):
-                raise TypeError(f"augment must be a RandomTransform such as RandomShift(2), got {augment!r}")
+            if not isinstance(augment, Transform):
+                raise TypeError(f"augment must be a Transform such as RandomShift(2), got {augment!r}")
             augment.output_shape(*images.shape[1:])  # fail now, not at the first batch, if images do not fit
         if limit is not None:
             if limit < 1:

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from .transforms import CenterCrop, CenterPad, RandomCrop, RandomPlacement, RandomShift, RandomTransform
+from .transforms import CenterCrop, CenterPad, RandomCrop, RandomPlacement, RandomShift, Transform
 
 __all__ = ["DataRecipe", "RECIPES", "AUGMENTATIONS", "recipe_for", "data_transforms"]
 
@@ -89,7 +89,7 @@ def data_transforms(
     augment_shift: int = 2,
     crop_size: Optional[int] = None,
     canvas_size: Optional[int] = None,
-) -> Tuple[Optional[RandomTransform], Optional[RandomTransform]]:
+) -> Tuple[Optional[Transform], Optional[Transform]]:
     """``(training augmentation, test transform)`` for ``dataset``; ``None`` means the images as they are.
 
     Args:

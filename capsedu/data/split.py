@@ -7,6 +7,8 @@ from typing import Tuple
 
 import torch
 
+from ..checks import check_int
+
 __all__ = ["DataError", "ImageSplit"]
 
 
@@ -57,8 +59,7 @@ class ImageSplit:
 
     def take(self, n: int) -> "ImageSplit":
         """The first ``n`` examples (all of them if ``n >= len(self)``), sharing memory with ``self``."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        check_int(n, "n", low=0)
         return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
     def __len__(self) -> int:
@@ -80,8 +81,10 @@ def _problem(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> str:
         return f"images must be (N, C, H, W), got shape {tuple(images.shape)}"
     if images.dtype != torch.uint8 and not images.is_floating_point():
         return f"images must be uint8 (0..255) or floating (0..1), got {images.dtype}"
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
-        return f"n_classes must be an integer >= 1, got {n_classes!r}"
+    try:
+        check_int(n_classes, "n_classes", low=1)
+    except ValueError as exc:
+        return str(exc)
     n = images.shape[0]
     expected = "int64 class indices (N,) or floating multi-hot (N, n_classes)"
     if labels.dtype == torch.int64:

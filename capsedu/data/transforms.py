@@ -1,9 +1,10 @@
 """Image tensors and their transforms: pixel scaling, shifts, padding, crops and affine warps.
 
-Random transforms split their randomness from their arithmetic (:class:`RandomTransform`):
-``draw(n, generator)`` makes every random choice for ``n`` images as one parameter tensor,
-``apply(images, params)`` uses it. :class:`~capsedu.data.Batches` draws a whole epoch's
-parameters before its first batch, which is what makes an interrupted epoch reproducible.
+Every transform splits its randomness from its arithmetic (:class:`Transform`): ``draw(n, generator)``
+makes every random choice for ``n`` images as one parameter tensor, ``apply(images, params)`` uses it.
+:class:`~capsedu.data.Batches` draws a whole epoch's parameters before its first batch, which is what
+makes an interrupted epoch reproducible. :class:`RandomTransform` s draw; :class:`DeterministicTransform` s
+(central crops and pads, for testing) have nothing to draw.
 
 All transforms take ``(B, C, H, W)`` float tensors on any device; a generator may stay on the
 CPU when the images are on a GPU, and then gives the same draws whatever the images' device.
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "to_float", "draw_shifts", "shift_images", "random_shift", "pad_to", "random_affine",
-    "RandomTransform", "RandomShift", "RandomPlacement", "RandomCrop", "CenterCrop", "RandomAffine",
+    "Transform", "RandomTransform", "DeterministicTransform", "RandomShift", "RandomPlacement", "RandomCrop",
+    "CenterCrop", "CenterPad", "RandomAffine",
 ]
 
 Size = Union[int, Tuple[int, int]]  # an int means a square
@@ -137,14 +139,10 @@ def pad_to(images: torch.Tensor, size: Size = 40) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the transform interface
 
 
-class RandomTransform(abc.ABC):
-    """A per-image transform whose random choices are drawn separately from their use.
-
-    ``draw(n, generator)`` returns an ``(n, P)`` tensor holding every random choice for ``n``
-    images, on the generator's device; ``apply(images, params)`` transforms ``(B, C, H, W)``
-    float images with ``params[:B]`` and never draws. A deterministic transform
-    (:class:`CenterCrop`) has ``P = 0`` and draws nothing, so it fits wherever a random one does.
-    """
+class Transform(abc.ABC):
+    """A per-image transform in two halves: ``draw(n, generator)`` returns an ``(n, P)`` tensor holding
+    every random choice for ``n`` images, on the generator's device; ``apply(images, params)``
+    transforms ``(B, C, H, W)`` float images with ``params[:B]`` and never draws."""
 
     @abc.abstractmethod
     def draw(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -161,6 +159,26 @@ class RandomTransform(abc.ABC):
     def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Draw for these images and apply at once."""
         return self.apply(images, self.draw(images.shape[0], generator))
+
+
+class RandomTransform(Transform):
+    """A transform that makes random choices per image (shifts, crop positions, warps)."""
+
+
+class DeterministicTransform(Transform):
+    """A transform without random choices: it draws ``(n, 0)`` parameters, consumes no randomness, and
+    fits wherever a random transform does (e.g. the central test crop beside a random training crop)."""
+
+    def draw(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.zeros(n, 0, device=_generator_device(generator))
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        _check_batch(images, params)
+        return self.transform(images)
+
+    @abc.abstractmethod
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """The transform of ``(B, C, H, W)`` images."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +282,8 @@ class RandomCrop(_RandomPosition):
 
 
 @dataclass(frozen=True)
-class CenterCrop(RandomTransform):
-    """Cut the central ``size`` window out of each image; deterministic (draws ``(n, 0)`` params).
+class CenterCrop(DeterministicTransform):
+    """Cut the central ``size`` window out of each image.
 
     With an odd margin the extra pixel is cut on the right / bottom, so it undoes :func:`pad_to`.
     """
@@ -275,14 +293,10 @@ class CenterCrop(RandomTransform):
     def __post_init__(self) -> None:
         _pair(self.size, "size")
 
-    def draw(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.zeros(n, 0, device=_generator_device(generator))
-
     def output_shape(self, c: int, h: int, w: int) -> Tuple[int, int, int]:
         return RandomCrop(self.size).output_shape(c, h, w)
 
-    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        _check_batch(images, params)
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
         _, sh, sw = self.output_shape(images.shape[1], h, w)
         top, left = (h - sh) // 2, (w - sw) // 2
@@ -290,8 +304,8 @@ class CenterCrop(RandomTransform):
 
 
 @dataclass(frozen=True)
-class CenterPad(RandomTransform):
-    """Put each image in the middle of a larger zero ``canvas``; deterministic (draws ``(n, 0)`` params).
+class CenterPad(DeterministicTransform):
+    """Put each image in the middle of a larger zero ``canvas``.
 
     The test-time view of :class:`RandomPlacement`: e.g. ``CenterPad(40)`` shows 28x28 MNIST test
     digits centred on the 40x40 canvas the model was trained on (:func:`pad_to`).
@@ -302,14 +316,10 @@ class CenterPad(RandomTransform):
     def __post_init__(self) -> None:
         _pair(self.canvas, "canvas")
 
-    def draw(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.zeros(n, 0, device=_generator_device(generator))
-
     def output_shape(self, c: int, h: int, w: int) -> Tuple[int, int, int]:
         return RandomPlacement(self.canvas).output_shape(c, h, w)
 
-    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        _check_batch(images, params)
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
         _, ch, cw = self.output_shape(images.shape[1], *images.shape[-2:])
         return pad_to(images, (ch, cw))
 
