@@ -6,8 +6,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .functional import squash
-from .routing import check_gradient_mode, check_iterations, dynamic_routing
+from .functional import capsule_length, squash
+from .routing import check_gradient_mode, check_iterations
+from .routings import build_routing, check_routing
 
 __all__ = ["PrimaryCaps", "DigitCaps", "Decoder"]
 
@@ -48,10 +49,11 @@ class PrimaryCaps(nn.Module):
 
 
 class DigitCaps(nn.Module):
-    """Fully connected capsule layer with dynamic routing (Eqs. 1-3, Procedure 1).
+    """Fully connected capsule layer with dynamic routing (Eqs. 1-3, Procedure 1) or another procedure.
 
     Each (input capsule i, output capsule j) pair owns a ``out_dim x in_dim`` matrix ``W_ij``
-    (Eq. 2, no bias): ``u_hat_{j|i} = W_ij u_i``. The predictions are then routed by agreement.
+    (Eq. 2, no bias): ``u_hat_{j|i} = W_ij u_i``. The predictions are then routed, by agreement unless
+    ``routing`` names another procedure of :data:`capsedu.routings.ROUTINGS`.
 
     Args:
         n_in: number of input capsules (1152 in the paper).
@@ -67,6 +69,11 @@ class DigitCaps(nn.Module):
             routing logit stays 0: here it is a parent whose predictions ``u_hat`` are all zero,
             so its output ``v`` is 0 and its agreement (line 7 of Procedure 1) never grows. It has
             no weights, no output and no loss term; it only takes a share of each softmax (Eq. 3).
+            Dynamic routing only.
+        routing: a key of :data:`capsedu.routings.ROUTINGS` (``"dynamic"``, ``"uniform"``,
+            ``"self-attention"``, ``"inverted-attention"``, ``"em"``); the module is ``layer.routing``. EM
+            routing reads the lengths of the input capsules as their activations. ``routing_gradient``
+            other than ``"all"`` applies to dynamic routing only.
 
     Shape: ``(batch, n_in, in_dim) -> (batch, n_out, out_dim)``; with ``none_of_the_above`` the
     couplings returned by ``return_couplings=True`` are those of the ``n_out`` classes, so a
@@ -87,13 +94,17 @@ class DigitCaps(nn.Module):
         routing_gradient: str = "all",
         init_std: float = 0.01,
         none_of_the_above: bool = False,
+        routing: str = "dynamic",
     ):
         super().__init__()
         self.n_in, self.in_dim, self.n_out, self.out_dim = n_in, in_dim, n_out, out_dim
         self.none_of_the_above = bool(none_of_the_above)
         self.iterations = check_iterations(iterations)
         self.routing_gradient = check_gradient_mode(routing_gradient)
+        check_routing(routing, self.none_of_the_above, self.routing_gradient)
         self.weight = nn.Parameter(torch.randn(n_in, n_out, out_dim, in_dim) * init_std)  # W_ij, (i, j, 16, 8)
+        options = {"gradient": self.routing_gradient} if routing == "dynamic" else {}
+        self.routing = build_routing(routing, n_in, n_out + self.none_of_the_above, out_dim, **options)
 
     def extra_repr(self) -> str:
         return (f"n_in={self.n_in}, in_dim={self.in_dim}, n_out={self.n_out}, out_dim={self.out_dim}, "
@@ -129,11 +140,11 @@ class DigitCaps(nn.Module):
 
     def forward(self, u: torch.Tensor, iterations: Optional[int] = None, return_couplings: bool = False):
         r = self.iterations if iterations is None else iterations
+        u_hat = self._predict(u, self.n_out + self.none_of_the_above)  # a none-of-the-above parent's are all zeros
+        activations = capsule_length(u) if self.routing.reads_activations else None
+        routed = self.routing(u_hat, r, activations, return_couplings=return_couplings)
         if not self.none_of_the_above:
-            return dynamic_routing(self.predictions(u), r, return_couplings=return_couplings,
-                                   gradient=self.routing_gradient)
-        u_hat = self._predict(u, self.n_out + 1)  # (batch, n_in, n_out + 1, out_dim), the last one all zeros
-        routed = dynamic_routing(u_hat, r, return_couplings=return_couplings, gradient=self.routing_gradient)
+            return routed
         if return_couplings:
             v, c = routed
             return v[:, :self.n_out], c[:, :, :self.n_out]

@@ -13,6 +13,7 @@ from .functional import capsule_length
 from .layers import Decoder, DigitCaps, PrimaryCaps
 from .losses import check_class_indices
 from .routing import check_gradient_mode, check_iterations
+from .routings import check_routing
 
 __all__ = ["CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN", "BaselineCNNConfig", "PRESETS", "BASELINE_PRESETS",
            "MODELS", "build_model", "model_record", "count_parameters"]
@@ -123,6 +124,7 @@ class CapsNetConfig:
     reconstruction: bool = True     # with the decoder (FC 512, 1024, 784)
     decoder_hidden: Tuple[int, ...] = (512, 1024)
     none_of_the_above: bool = False  # section 7 (CIFAR-10): an extra routing category, see DigitCaps
+    routing: str = "dynamic"        # a key of capsedu.routings.ROUTINGS: Procedure 1 or a later procedure
 
     def __post_init__(self) -> None:
         _positive_ints(self, [f.name for f in fields(self) if f.type == "int" and f.name != "routing_iterations"],
@@ -133,6 +135,7 @@ class CapsNetConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"CapsNet {name} must be True or False, got {getattr(self, name)!r}")
         _widths(self, "decoder_hidden", "CapsNet", allow_empty=True)
+        check_routing(self.routing, self.none_of_the_above, self.routing_gradient, "CapsNet ")
         conv_out = self.image_size - self.conv_kernel + 1
         if conv_out < 1 or self.primary_grid < 1:
             raise ValueError(
@@ -161,12 +164,15 @@ class CapsNetConfig:
         return self.primary_grid ** 2 * self.primary_types
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready fields, as checkpoints store them. ``none_of_the_above`` appears only when set, so a
-        network without it is recorded exactly as before the field existed (shipped weights, old runs)."""
+        """JSON-ready fields, as checkpoints store them. ``none_of_the_above`` and ``routing`` appear only when
+        not the default, so a network without them is recorded exactly as before the fields existed (shipped
+        weights, old runs)."""
         d = asdict(self)
         d["decoder_hidden"] = list(self.decoder_hidden)
         if not self.none_of_the_above:
             del d["none_of_the_above"]
+        if self.routing == "dynamic":
+            del d["routing"]
         return d
 
 
@@ -235,7 +241,7 @@ class CapsNet(nn.Module):
                                    cfg.primary_kernel, cfg.primary_stride)
         self.digits = DigitCaps(cfg.n_primary, cfg.primary_dim, cfg.n_classes, cfg.digit_dim,
                                 cfg.routing_iterations, cfg.routing_gradient,
-                                none_of_the_above=cfg.none_of_the_above)
+                                none_of_the_above=cfg.none_of_the_above, routing=cfg.routing)
         self.decoder = (Decoder(cfg.n_classes, cfg.digit_dim, cfg.decoder_hidden,
                                 (cfg.in_channels, cfg.image_size, cfg.image_size))
                         if cfg.reconstruction else None)

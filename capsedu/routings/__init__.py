@@ -23,7 +23,7 @@ from .em import EMResult, EMRouting, e_step, em_routing, inverse_temperature, m_
 from .inverted_attention import InvertedAttentionRouting, inverted_attention_routing
 from .self_attention import SelfAttentionRouting, self_attention_routing, squash_efficient
 
-__all__ = ["ROUTINGS", "build_routing", "Routing", "capsule_from_presence", "DynamicRouting", "UniformRouting",
+__all__ = ["ROUTINGS", "build_routing", "check_routing", "Routing", "capsule_from_presence", "DynamicRouting", "UniformRouting",
            "SelfAttentionRouting", "self_attention_routing", "squash_efficient", "InvertedAttentionRouting",
            "inverted_attention_routing", "EMRouting", "EMResult", "em_routing", "m_step", "e_step",
            "inverse_temperature", "matrix_votes"]
@@ -38,6 +38,17 @@ ROUTINGS: Dict[str, Type[Routing]] = {
 }
 
 
+def check_routing(name: str, none_of_the_above: bool = False, gradient: str = "all", prefix: str = "") -> str:
+    """``name`` if it is a key of :data:`ROUTINGS` and the options only dynamic routing has are left at
+    their defaults for the others; else a ``ValueError`` (its message starts with ``prefix``, e.g. ``"CapsNet "``)."""
+    if not isinstance(name, str) or name not in ROUTINGS:
+        raise ValueError(f"{prefix}routing must be one of {sorted(ROUTINGS)}, got {name!r}")
+    if name != "dynamic" and (none_of_the_above or gradient != "all"):
+        raise ValueError(f"{prefix}none_of_the_above and routing_gradient={gradient!r} apply to dynamic routing "
+                         f"only, not to routing={name!r}")
+    return name
+
+
 def build_routing(name: str, n_in: int, n_out: int, dim: int, **options: Any) -> Routing:
     """A fresh routing module from its registry name.
 
@@ -50,6 +61,4 @@ def build_routing(name: str, n_in: int, n_out: int, dim: int, **options: Any) ->
     Raises:
         ValueError: unknown ``name`` (the message lists the choices) or bad sizes.
     """
-    if not isinstance(name, str) or name not in ROUTINGS:
-        raise ValueError(f"unknown routing {name!r}; choose one of {sorted(ROUTINGS)}")
-    return ROUTINGS[name](n_in, n_out, dim, **options)
+    return ROUTINGS[check_routing(name)](n_in, n_out, dim, **options)

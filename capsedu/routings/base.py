@@ -49,9 +49,11 @@ class Routing(nn.Module):
     Attributes:
         iterative: whether ``iterations`` changes the result; the non-iterative procedures check the count
             and otherwise ignore it, so a network switches procedure without changing anything else.
+        reads_activations: whether the procedure reads the children's ``activations`` (EM routing only).
     """
 
     iterative: ClassVar[bool] = True
+    reads_activations: ClassVar[bool] = False
 
     def __init__(self, n_in: int, n_out: int, dim: int):
         super().__init__()

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..routing import GRADIENT_MODES, dynamic_routing
+from ..routing import check_gradient_mode, dynamic_routing
 from .base import Routing
 
 __all__ = ["DynamicRouting", "UniformRouting"]
@@ -25,9 +25,7 @@ class DynamicRouting(Routing):
 
     def __init__(self, n_in: int, n_out: int, dim: int, gradient: str = "all"):
         super().__init__(n_in, n_out, dim)
-        if gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-        self.gradient = gradient
+        self.gradient = check_gradient_mode(gradient, "gradient")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gradient={self.gradient!r}"

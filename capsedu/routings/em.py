@@ -155,6 +155,8 @@ class EMRouting(Routing):
         final_lambda: the limit of the inverse-temperature schedule, :func:`inverse_temperature` (0.01).
     """
 
+    reads_activations = True
+
     def __init__(self, n_in: int, n_out: int, dim: int, final_lambda: float = 0.01):
         super().__init__(n_in, n_out, dim)
         if isinstance(final_lambda, bool) or not isinstance(final_lambda, (int, float)) \
