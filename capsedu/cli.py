@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS, PAIR_DATASETS
     from .models import BASELINE_PRESETS, MODELS, PRESETS
     from .objectives import OBJECTIVES
-    from .train import TrainConfig
+    from .train import RECIPES, SCHEDULES, TrainConfig
 
-    d = TrainConfig()
+    d = TrainConfig(**RECIPES["quick"])  # the defaults a bare `capsedu train` uses
     parser = argparse.ArgumentParser(prog="capsedu", description="Train and evaluate Capsule Networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-decay", type=_number, default=None,
                    help=f"the learning rate is multiplied by this every --decay-steps steps, smoothly [{d.lr_decay}]")
     t.add_argument("--decay-steps", type=_positive, default=None, help=f"[{d.decay_steps}]")
+    t.add_argument("--schedule", choices=list(SCHEDULES), default=None,
+                   help="learning-rate schedule: 'exponential' (the paper's: --lr x --lr-decay every --decay-steps) or "
+                        "'one-cycle' (warm-up to --lr over the first tenth of the run, then cosine decay to ~0) "
+                        "[the recipe's]")
+    t.add_argument("--recipe", choices=sorted(RECIPES), default="quick",
+                   help="starting settings that the flags above override: 'quick' " + _describe_recipe("quick")
+                        + "; 'paper' " + _describe_recipe("paper") + " [quick]")
     t.add_argument("--routing-iterations", type=_positive, default=None, help=f"[{d.routing_iterations}]")
     t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
                    help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
@@ -119,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on CUDA only; falls back to eager with a warning)")
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast on CUDA, routing kept in float32 (default: on CUDA with bf16; "
-                        "a no-op with a message on the CPU)")
+                   help="bf16 autocast, routing and squash kept in float32 (default: on CUDA GPUs with bf16 and on "
+                        "CPUs with native bf16 units, AVX-512 BF16 or AMX; the run's first lines say which)")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on; measured faster on CPUs and GPUs)")
 
@@ -149,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: ``capsedu train`` options that are not training settings
-_NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress")
+_NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress", "recipe")
+
+
+def _describe_recipe(name: str) -> str:
+    from .train import RECIPES
+
+    settings = RECIPES[name]
+    if not settings:
+        return "(the paper's schedule, 1 epoch)"
+    return "(" + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items()) + ")"
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -170,7 +186,7 @@ def _export(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .train import CHECKPOINT_NAME, TrainConfig, read_resumable, fit
+    from .train import CHECKPOINT_NAME, RECIPES, TrainConfig, read_resumable, fit
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and v is not None}
     resume = None
@@ -183,7 +199,7 @@ def _train(args: argparse.Namespace) -> int:
         if "output" not in given and args.resume:
             config = replace(config, output=str(Path(args.resume).parent))
     else:
-        config = TrainConfig(**given)
+        config = TrainConfig(**{**RECIPES[args.recipe], **given})
     start = time.perf_counter()
     result = fit(config, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports

@@ -2,29 +2,33 @@
 
 * :func:`optimize` ``(model, compile=..., channels_last=...)``: NHWC convolutions and/or
   ``torch.compile``, both optional; a failed compile warns once and the model runs eagerly.
-* :func:`autocast` ``(device, enabled)``: bf16 autocast on CUDA (routing and squash stay in
-  float32, see :mod:`capsedu.routing`); a no-op elsewhere.
+* :func:`autocast` ``(device, enabled)``: bf16 autocast on CUDA and on the CPU (routing and squash
+  stay in float32, see :mod:`capsedu.routing`).
+* :func:`cpu_bf16` says whether this CPU has native bf16 arithmetic and how it knows.
 * :func:`resolve_amp`, :func:`resolve_channels_last`, :func:`resolve_compile`: what ``"auto"``
   means on a device.
 
 What was measured (``benchmarks/README.md``): on the CPU the routing's hand-written backward
-pass and channels_last convolutions are the big wins; compile is slow to build there, and CPUs
-without bf16 instructions gain nothing from autocast. So ``"auto"`` means: channels_last
-everywhere, compile and bf16 autocast on CUDA only.
+pass and channels_last convolutions are the big wins; compile is slow to build there; bf16 autocast
+pays on CPUs with native bf16 units (AVX-512 BF16 or AMX) and costs on CPUs without them. So
+``"auto"`` means: channels_last everywhere, compile on CUDA only, bf16 autocast on CUDA and on x86
+CPUs with native bf16.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import shutil
+import subprocess
 import warnings
-from typing import Any, Callable, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["optimize", "autocast", "resolve_amp", "resolve_channels_last", "resolve_compile",
-           "compile_available", "is_compiled"]
+__all__ = ["optimize", "autocast", "cpu_bf16", "CpuBf16", "resolve_amp", "resolve_channels_last",
+           "resolve_compile", "compile_available", "is_compiled"]
 
 Auto = Union[bool, str]
 _warned: set = set()
@@ -48,18 +52,92 @@ def _check_auto(name: str, value: Auto) -> None:
         raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
 
 
-def resolve_amp(value: Auto, device: Any) -> bool:
-    """``"auto"``: bf16 autocast on CUDA devices that support bf16, off elsewhere.
+class CpuBf16(NamedTuple):
+    """Whether this CPU computes bf16 natively, which instructions say so, and whether ``amp="auto"`` uses it."""
 
-    ``True`` on a device without a useful bf16 path (the CPU) prints why and returns False.
+    native: bool      # AVX-512 BF16 or AMX-BF16 (x86), the BF16 extension (Arm)
+    features: str     # what was found, e.g. "avx512_bf16, amx_bf16", or "none"
+    auto: bool        # native and measured to pay: x86 only (no Arm CPU has been measured)
+    reason: str       # one line for logs and benchmark records
+
+
+def _cpu_flags() -> set:
+    """The CPU's feature flags as the operating system lists them (Linux ``/proc/cpuinfo``; macOS ``sysctl``)."""
+    flags: set = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+            if out == "1":
+                flags.add("bf16")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return flags
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16() -> CpuBf16:
+    """Detect native bf16 arithmetic from the CPU's own feature flags (never from its vendor or model name).
+
+    x86: AVX-512 BF16 (``avx512_bf16``, e.g. AMD Zen 4, Intel Cooper Lake) or AMX (``amx_bf16``, Intel Sapphire
+    Rapids and later), as torch's own CPU checks or the kernel's flag list report them. Arm: the ``bf16`` feature.
+    """
+    found = []
+    checks = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))
+    flags = _cpu_flags()
+    for flag, torch_check in checks:
+        check = getattr(torch.cpu, torch_check, None)
+        try:
+            present = bool(check()) if check is not None else flag in flags
+        except Exception:  # pragma: no cover - a torch build without the check
+            present = flag in flags
+        if present or flag in flags:
+            found.append(flag)
+    machine = platform.machine().lower()
+    is_x86 = machine in ("x86_64", "amd64", "i386", "i686")
+    if not is_x86 and "bf16" in flags:
+        found.append("bf16")
+    native = bool(found)
+    auto = native and is_x86
+    if auto:
+        reason = f"bf16 autocast on: this CPU has native bf16 ({', '.join(found)})"
+    elif native:
+        reason = (f"bf16 autocast off by default: this {machine} CPU has native bf16 ({', '.join(found)}), "
+                  f"but its speed has not been measured; --amp turns it on")
+    else:
+        reason = "bf16 autocast off: this CPU has no native bf16 units (AVX-512 BF16 or AMX), so it would be slower"
+    return CpuBf16(native, ", ".join(found) or "none", auto, reason)
+
+
+def resolve_amp(value: Auto, device: Any) -> bool:
+    """Whether to train under bf16 autocast: ``"auto"`` means on CUDA devices that support bf16 and on CPUs
+    with native bf16 (:func:`cpu_bf16`); off elsewhere.
+
+    ``True`` is honoured on any CPU, with a warning where it has no native bf16 (emulated bf16 is slower);
+    on another device without bf16 it warns and returns False.
     """
     _check_auto("amp", value)
     device = _device_of(device)
+    if device.type == "cpu":
+        support = cpu_bf16()
+        if value == "auto":
+            return support.auto
+        if value and not support.native:
+            _warn_once("amp-cpu", f"--amp: {support.reason}; using it anyway, as asked")
+        return bool(value)
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if value == "auto":
         return cuda_bf16
     if value and not cuda_bf16:
-        _warn_once(f"amp-{device.type}", f"--amp: bf16 autocast is only used on CUDA GPUs with bf16 support; "
+        _warn_once(f"amp-{device.type}", f"--amp: bf16 autocast needs a CUDA GPU with bf16 support or a CPU; "
                                          f"running in float32 on {device}")
         return False
     return bool(value)
@@ -100,10 +178,14 @@ def resolve_compile(value: Auto, device: Any) -> bool:
 
 
 def autocast(device: Any, enabled: bool = True):
-    """bf16 autocast on CUDA when ``enabled``; otherwise a context that does nothing."""
+    """bf16 autocast on CUDA or the CPU when ``enabled``; otherwise a context that does nothing.
+
+    Convolutions and matrix products run in bf16; :mod:`capsedu.routing` and :func:`capsedu.squash` cast
+    their inputs back to float32, so the couplings' softmax (eq. 3) and squash (eq. 1) keep full precision.
+    """
     device = _device_of(device)
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if enabled and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

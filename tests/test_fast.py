@@ -56,19 +56,76 @@ def test_channels_last_model_computes_the_same_outputs_and_gradients():
     assert set(b.state_dict()) == set(a.state_dict())
 
 
-def test_auto_options_on_the_cpu_and_amp_on_the_cpu_says_why():
+def test_auto_options_on_the_cpu():
     assert resolve_channels_last("auto", "cpu") is True  # measured faster for training on CPUs too
     assert resolve_channels_last(False, "cpu") is False
     assert resolve_compile("auto", "cpu") is False
-    assert resolve_amp("auto", "cpu") is False
-    with pytest.warns(RuntimeWarning, match="only used on CUDA"):
-        import capsedu.fast as fast
-        fast._warned.discard("amp-cpu")
-        assert resolve_amp(True, "cpu") is False
     with pytest.raises(ValueError):
         resolve_amp("sometimes", "cpu")
-    with autocast("cpu", enabled=True):  # a no-op off CUDA
-        assert torch.ones(2).dtype == torch.float32
+
+
+@pytest.fixture
+def cpu_with(monkeypatch):
+    """Pretend the CPU reports the given feature flags (and nothing through torch's own checks)."""
+    import capsedu.fast as fast
+
+    def pretend(flags, machine="x86_64"):
+        monkeypatch.setattr(fast, "_cpu_flags", lambda: set(flags))
+        monkeypatch.setattr(fast.platform, "machine", lambda: machine)
+        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, check, lambda: False, raising=False)
+        fast.cpu_bf16.cache_clear()
+        fast._warned.discard("amp-cpu")
+        return fast.cpu_bf16()
+
+    yield pretend
+    fast.cpu_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("flags, native, auto", [
+    ({"avx2", "avx512f", "avx512_bf16"}, True, True),          # AMD Zen 4, Intel Cooper Lake
+    ({"avx2", "amx_tile", "amx_bf16"}, True, True),            # Intel Sapphire Rapids
+    ({"avx2", "avx512f"}, False, False),                       # AVX-512 without its bf16 extension
+    ({"avx2"}, False, False),
+])
+def test_native_bf16_is_read_from_the_cpus_feature_flags(cpu_with, flags, native, auto):
+    support = cpu_with(flags)
+    assert (support.native, support.auto) == (native, auto)
+    assert resolve_amp("auto", "cpu") is auto
+    assert ("on" if auto else "off") in support.reason.split(":")[0]
+
+
+def test_an_arm_cpu_with_bf16_is_detected_but_left_off_by_default(cpu_with):
+    support = cpu_with({"fp", "asimd", "bf16"}, machine="aarch64")
+    assert support.native and not support.auto and "not been measured" in support.reason
+    assert resolve_amp("auto", "cpu") is False
+    assert resolve_amp(True, "cpu") is True  # asked for: honoured without a warning
+
+
+def test_amp_asked_for_on_a_cpu_without_bf16_is_honoured_with_a_warning(cpu_with):
+    cpu_with({"avx2"})
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        assert resolve_amp(True, "cpu") is True
+    assert resolve_amp(False, "cpu") is False
+
+
+def test_cpu_autocast_runs_the_convolutions_in_bf16_and_keeps_routing_in_float32():
+    torch.manual_seed(0)
+    net = CapsNet("small").eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    seen = []
+    net.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad():
+        reference = net(x)
+        with autocast("cpu", enabled=True):
+            mixed = net(x)
+        with autocast("cpu", enabled=False):  # disabled: a context that changes nothing
+            assert torch.ones(2).dtype == torch.float32
+    assert seen == [torch.float32, torch.bfloat16]  # the reference pass, then under autocast
+    assert mixed.poses.dtype == torch.float32 and mixed.lengths.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: the class lengths move by about 1 %, the prediction stays
+    torch.testing.assert_close(mixed.lengths, reference.lengths, rtol=0.05, atol=0.02)
+    assert torch.equal(mixed.lengths.argmax(1), reference.lengths.argmax(1))
 
 
 def test_compile_availability_and_the_auto_setting_resolve_without_error():

@@ -194,7 +194,7 @@ def cli(*args, **kw):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_at_a_random_moment_of_capsedu_train_resumes_to_the_same_weights(tmp_path, sig, straight):
-    args = ["train", "--subset", "--train-limit", "192", "--test-limit", "100", "--batch-size", "64",
+    args = ["train", "--recipe", "paper", "--subset", "--train-limit", "192", "--test-limit", "100", "--batch-size", "64",
             "--epochs", "2", "--seed", "3", "--no-progress", "--output", str(tmp_path / "run")]
     proc = cli(*args)
     history = tmp_path / "run" / "history.json"
@@ -225,3 +225,29 @@ def test_resume_with_another_thread_count_is_reported(tmp_path, one_thread):
     lines = []
     fit(tiny_config(tmp_path, epochs=2), resume=tmp_path / "run" / "last.pt", progress=False, log=lines.append)
     assert any("2 torch threads (checkpoint: 1)" in line for line in lines), lines
+
+
+def test_a_one_cycle_run_interrupted_mid_epoch_resumes_bit_identical(tmp_path):
+    straight_run = fit(tiny_config(tmp_path / "straight", schedule="one-cycle", lr=3e-3), progress=False, log=quiet)
+    handle = send_sigint_at_optimizer_step(4)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(tiny_config(tmp_path, schedule="one-cycle", lr=3e-3), progress=False, log=quiet)
+    finally:
+        handle.remove()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    from capsedu.fast import resolve_amp
+
+    assert state["amp"] is resolve_amp("auto", "cpu")  # the autocast setting the run used is recorded
+    resumed = fit(tiny_config(tmp_path, schedule="one-cycle", lr=3e-3), resume=tmp_path / "run" / "last.pt",
+                  progress=False, log=quiet)
+    assert_same_weights(weights(straight_run.model), weights(resumed.model), exact=True)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight_run.history]
+
+
+def test_resume_with_bf16_autocast_switched_is_reported(tmp_path):
+    fit(tiny_config(tmp_path, epochs=1, amp=False), progress=False, log=quiet)
+    lines = []
+    fit(tiny_config(tmp_path, epochs=2, amp=True), resume=tmp_path / "run" / "last.pt", progress=False,
+        log=lines.append)
+    assert any("bf16 autocast on (checkpoint: off)" in line for line in lines), lines

@@ -316,3 +316,29 @@ def test_pair_margin_loss_reconstructs_each_digit_from_its_own_capsule():
     opt, _ = make_optimizer(net)
     stats = train_epoch(net, [(images, targets)] * 2, opt, objective=PairMarginLoss(), progress=False)
     assert stats["examples"] == 12
+
+
+def test_one_cycle_warms_up_to_the_peak_then_decays_to_a_hundredth():
+    from capsedu.train import one_cycle
+
+    factor = one_cycle(100)
+    assert factor(0) == pytest.approx(0.1) and factor(10) == pytest.approx(1.0)
+    assert all(factor(t) < factor(t + 1) for t in range(10))               # warm-up rises
+    assert all(factor(t) > factor(t + 1) for t in range(10, 99))           # then falls, smoothly
+    assert factor(100) == pytest.approx(0.01) and factor(500) == pytest.approx(0.01)
+
+
+def test_the_one_cycle_schedule_is_stepped_per_batch_and_needs_its_length():
+    net = torch.nn.Linear(2, 2)
+    opt, sched = make_optimizer(net, lr=3e-3, schedule="one-cycle", total_steps=20)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(3e-4) and max(lrs) == pytest.approx(3e-3) and lrs.index(max(lrs)) == 2
+    assert opt.param_groups[0]["lr"] == pytest.approx(3e-5)
+    with pytest.raises(ValueError, match="total_steps"):
+        make_optimizer(net, schedule="one-cycle")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        make_optimizer(net, schedule="cosine")
