@@ -23,7 +23,7 @@ BYTE_MAGIC, INT_MAGIC = 0x1E3D4C55, 0x1E3D4C54
 def write_cifar10_batch(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, protocol: int = 2) -> None:
     """A CIFAR-10 python batch: a pickled dict with ``b"data"`` uint8 ``(N, 3072)`` and ``b"labels"``."""
     batch = {b"batch_label": path.name.encode(), b"labels": [int(v) for v in labels],
-             b"data": images.reshape(len(images), -1), b"filenames": [b"img_%d.png" % i for i in range(len(images))]}
+             b"data": images.reshape(len(images), 3 * 32 * 32), b"filenames": [b"img_%d.png" % i for i in range(len(images))]}
     path.write_bytes(pickle.dumps(batch, protocol=protocol))
 
 

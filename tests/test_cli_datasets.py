@@ -92,3 +92,12 @@ def test_settings_that_cannot_work_give_one_line_errors(tmp_path, capsys, offlin
     err = one_line_error(capsys, "train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"),
                          *QUIET, *argv)
     assert message in err
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "smallnorb"])
+def test_a_data_set_folder_with_zero_rows_is_an_error_not_a_run_with_loss_zero(tmp_path, capsys, offline, dataset):
+    {"cifar10": lambda: write_cifar10(tmp_path / "data", per_batch=0, protocol=4),
+     "smallnorb": lambda: write_smallnorb(tmp_path / "data", n=0)}[dataset]()
+    err = one_line_error(capsys, "train", "--dataset", dataset, "--data", str(tmp_path / "data"), "--output",
+                         str(tmp_path / "run"), *QUIET)
+    assert f"the {dataset} train split in" in err and "holds no examples" in err

@@ -146,7 +146,7 @@ def test_batches_reject_bad_arguments_with_one_line_messages(toy):
     images, labels = toy
     with pytest.raises(ValueError, match="50 images but 49 labels"):
         Batches((images, labels[:49]), 8)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         Batches(toy, 0)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         Batches((images[:, 0], labels), 8)
@@ -154,5 +154,12 @@ def test_batches_reject_bad_arguments_with_one_line_messages(toy):
         Batches(toy, 8, augment=RandomCrop(30))
     with pytest.raises(TypeError, match="augment must be a Transform"):
         Batches(toy, 8, augment=2)
-    with pytest.raises(ValueError, match="start_batch must be >= 0"):
+    with pytest.raises(ValueError, match="start_batch must be an integer >= 0"):
         Batches(toy, 8).iter_from(-1)
+
+
+def test_an_empty_split_is_refused_by_name_instead_of_yielding_no_batches():
+    empty = ImageSplit(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), 10, "toy",
+                       "generated", "an empty folder")
+    with pytest.raises(ValueError, match=r"no examples to batch \(an empty folder\)"):
+        Batches(empty, 8)

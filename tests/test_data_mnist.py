@@ -278,3 +278,27 @@ def test_build_subset_requires_full_data(tmp_path, monkeypatch):
     with pytest.raises(DataError):
         build_subset(tmp_path / "s.npz", root=tmp_path / "empty", n_train=10, n_test=10)
     assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("subset", [None, False])
+def test_three_of_the_four_raw_files_is_an_error_naming_the_missing_one_not_a_fallback(full_root, tmp_path, subset,
+                                                                                         capsys):
+    raw = copy_root(full_root, tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match=r"incomplete: missing t10k-labels-idx1-ubyte \(present: train-images"):
+            load_mnist(split, root=tmp_path, download=False, subset=subset)
+    assert "shipped subset (" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["directory", "broken link"])
+def test_a_directory_or_a_broken_link_in_a_raw_files_place_is_named(full_root, tmp_path, kind):
+    raw = copy_root(full_root, tmp_path)
+    target = raw / "train-labels-idx1-ubyte"
+    target.unlink()
+    if kind == "directory":
+        target.mkdir()
+    else:
+        target.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=f"MNIST file {target} is a {kind}"):
+        load_mnist("test", root=tmp_path, download=False)

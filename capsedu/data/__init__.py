@@ -95,4 +95,7 @@ def load_split(
                          f"load_split({PAIR_DATASETS[dataset]!r}, ...) and pair them with make_multimnist or PairBatches")
     if loader is None:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    return loader(split, root=root, download=download, subset=subset, verbose=verbose)
+    out = loader(split, root=root, download=download, subset=subset, verbose=verbose)
+    if len(out) == 0:  # e.g. a header-only file: training on it would "succeed" with a loss of 0
+        raise DataError(f"the {dataset} {split} split in {out.origin} holds no examples")
+    return out

@@ -6,6 +6,7 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 
 from .split import ImageSplit
+from ..checks import check_int
 from .transforms import Transform, _generator_device, to_float
 
 __all__ = ["Batches"]
@@ -58,15 +59,16 @@ class Batches:
             raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(images.shape)}")
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if images.shape[0] == 0:
+            where = f" ({split.origin})" if isinstance(split, ImageSplit) else ""
+            raise ValueError(f"no examples to batch{where}: an empty split neither trains nor tests anything")
+        check_int(batch_size, "batch_size", low=1)
         if augment is not None:
             if not isinstance(augment, Transform):
                 raise TypeError(f"augment must be a Transform such as RandomShift(2), got {augment!r}")
             augment.output_shape(*images.shape[1:])  # fail now, not at the first batch, if images do not fit
         if limit is not None:
-            if limit < 1:
-                raise ValueError(f"limit must be >= 1 or None, got {limit}")
+            check_int(limit, "limit", low=1)
             images, labels = images[:limit], labels[:limit]
         self.images, self.labels = images, labels  # stay where they are until first iteration
         self.batch_size = batch_size
@@ -94,8 +96,7 @@ class Batches:
         Makes the same random draws as ``iter(self)`` and yields the same batches minus the
         first ``start_batch``; call it with ``generator`` in its start-of-epoch state.
         """
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        check_int(start_batch, "start_batch", low=0)
         if self._on_device is None:
             self._on_device = (self.images.to(self.device), self.labels.to(self.device))
         images, labels = self._on_device

@@ -166,9 +166,11 @@ def load_mnist(
         verbose: in auto mode, print one line to stderr when falling back to the subset.
 
     The result's ``source`` is ``"full"`` (``origin``: the raw folder) or ``"subset"``
-    (``origin``: the ``.npz`` file). A file that is present but corrupt is always an error,
-    never a reason to fall back: silently training on 5,000 digits instead of 60,000 would
-    be a worse surprise.
+    (``origin``: the ``.npz`` file). Auto mode falls back to the subset only when none of the
+    four raw files is there: a file that is present but corrupt, a directory or a broken link
+    in a file's place, or a set of files with one missing is always an error naming the file,
+    never a reason to fall back (silently training on 5,000 digits instead of 60,000 would be
+    a worse surprise).
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -178,6 +180,11 @@ def load_mnist(
     root_path = resolve_root(root)
     raw = root_path / "MNIST" / "raw"
     image_path, label_path = _raw_files(raw, split)
+    every_file = [p for s in _SPLITS for p in _raw_files(raw, s)]
+    for path in every_file:  # torchvision needs all four; a directory or a broken link in their place is no file
+        if os.path.lexists(path) and not path.is_file():
+            what = "a directory" if path.is_dir() else ("a broken link" if path.is_symlink() else "not a regular file")
+            raise DataError(f"MNIST file {path} is {what}. {_fix_hint(path)}")
     for path, is_images in ((image_path, True), (label_path, False)):
         if path.is_file():  # before any download: a corrupt file must not be masked by a fallback
             _check_idx(path, is_images)
@@ -194,6 +201,13 @@ def load_mnist(
             raise DataError(f"torchvision could not read MNIST {split} files in {raw} "
                             f"({type(e).__name__}: {_short_reason(e)}). {_fix_hint(image_path)}") from e
         reason = _short_reason(e) if download else "download=False"
+        present = [p.name for p in every_file if p.is_file()]
+        if present:  # part of the full data: falling back would hide which file is missing
+            raise DataError(
+                f"Full MNIST under {raw} is incomplete: missing {', '.join(missing)} (present: {', '.join(present)}), "
+                f"and it could not be downloaded ({reason}). Copy the missing files there, or use the shipped "
+                f"subset explicitly (subset=True, --subset)."
+            ) from e
         if subset is False:
             raise DataError(
                 f"Full MNIST ({split}) is not available under {root_path}: missing {', '.join(missing)} in {raw}, "
