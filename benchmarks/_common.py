@@ -49,6 +49,10 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
         "hostname": platform.node(),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+    from capsedu.fast import cpu_bf16
+
+    support = cpu_bf16()
+    info["cpu_bf16"] = {"native": support.native, "features": support.features, "amp_auto": support.auto}
     try:
         info["load_average_1m"] = round(os.getloadavg()[0], 2)
     except OSError:

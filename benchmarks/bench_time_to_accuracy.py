@@ -19,7 +19,6 @@ share its cores, and the record keeps each run's load average beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -33,8 +32,6 @@ import _common
 from _common import finish, machine_info
 
 import torch  # noqa: E402
-
-from capsedu.fast import cpu_bf16  # noqa: E402
 
 #: name -> (flags after ``capsedu train``, what it tests)
 VARIANTS: Dict[str, tuple] = {
@@ -120,9 +117,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                              for t, v in row["time_to"].items())
             print(f"  {name}: {100 * row['final_test_accuracy']:.2f} % after {row['total_wall_s']:.0f} s; {hits}",
                   flush=True)
-    bf16 = cpu_bf16()
     machine = machine_info(torch.device("cpu"))
-    machine["cpu_bf16"] = {"native": bf16.native, "features": bf16.features, "amp_auto": bf16.auto}
     if args.threads is not None:
         machine["torch_threads"] = args.threads
     payload = {"benchmark": "time_to_accuracy", "quick": args.quick, "machine": machine,

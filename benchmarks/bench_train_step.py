@@ -14,7 +14,7 @@ Variants:
                             hand-written backward)
 * ``capsedu+channels_last`` convolutions in NHWC (``capsedu.fast.optimize(channels_last=True)``)
 * ``capsedu+compile``       ``torch.compile`` (with ``--compile``, or by default on CUDA)
-* ``capsedu+amp``           bf16 autocast (CUDA only; routing and squash stay float32)
+* ``capsedu+amp``           bf16 autocast (CUDA, and CPUs with native bf16; routing and squash stay float32)
 * ``capsedu+compile+amp``   both, as ``capsedu train`` runs on a GPU by default
 * ``baseline-cnn``          the paper's baseline CNN (``capsedu.BaselineCNN``, 35.4M parameters,
                             cross-entropy), with the device's default fast options: a different
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from capsedu import BaselineCNN, CapsNet, capsule_loss  # noqa: E402
-from capsedu.fast import autocast, optimize  # noqa: E402
+from capsedu.fast import autocast, optimize, resolve_amp  # noqa: E402
 from capsedu.teaching.architecture import conv_linear_macs, layer_table, totals  # noqa: E402
 from reference import NaiveCapsNet, naive_loss  # noqa: E402
 
@@ -83,7 +83,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     batch = args.batch_size or (4 if args.quick else 128)
     repeats = args.repeats or (1 if args.quick else 5)
     want_compile = args.compile or (device.type == "cuda" and not args.quick)
-    variants = make_variants(preset, device, want_compile, device.type == "cuda", not args.no_baseline)
+    # bf16 autocast where `capsedu train` uses it: CUDA, and CPUs with native bf16 (capsedu.fast.cpu_bf16)
+    variants = make_variants(preset, device, want_compile, resolve_amp("auto", device), not args.no_baseline)
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, 28, 28, generator=g).to(device)

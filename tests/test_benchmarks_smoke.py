@@ -4,7 +4,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# the scripts set torch's thread count for their process (--quick: one thread); here they run inside pytest's
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(name):
@@ -95,3 +100,43 @@ def test_cpu_peak_memory_counts_new_storages_but_not_views_of_existing_ones():
         return b.sum()
 
     assert common.peak_memory(two_temporaries, cpu) == 2 * 4_000_000  # a and b, before a is freed
+
+
+def test_machine_descriptions_say_whether_the_cpu_has_native_bf16(tmp_path):
+    import torch
+
+    from capsedu.fast import cpu_bf16
+
+    machine = _load("_common").machine_info(torch.device("cpu"))
+    assert machine["cpu_bf16"] == {"native": cpu_bf16().native, "features": cpu_bf16().features,
+                                   "amp_auto": cpu_bf16().auto}
+
+
+def test_time_to_accuracy_benchmark_times_the_whole_command_per_epoch(tmp_path):
+    out = tmp_path / "tta.json"
+    data = _read(_load("bench_time_to_accuracy").main(["--quick", "--variants", "quick", "--targets", "0.0", "1.01",
+                                                       "--out", str(out)]), out)
+    (row,) = data["results"]
+    assert row["command"].startswith("capsedu train") and len(row["epochs"]) == 1
+    epoch = row["epochs"][0]
+    assert 0 < epoch["wall_s"] <= row["total_wall_s"] and 0.0 <= epoch["test_accuracy"] <= 1.0
+    assert row["time_to"]["0.0"] == {"wall_s": epoch["wall_s"], "epoch": 1}  # any accuracy reaches 0 %
+    assert row["time_to"]["101.0"] is None                                   # none reaches 101 %
+
+
+def test_bf16_accuracy_benchmark_retrains_a_recorded_float32_run_in_bf16(tmp_path):
+    out = tmp_path / "bf16.json"
+    data = _read(_load("bench_bf16_accuracy").main(["--quick", "--seeds", "0", "--out", str(out)]), out)
+    (row,) = data["results"]
+    assert row["fp32_record"] == "capsnet-r3-recon-seed0" and row["bf16_history"][0]["train_examples"] == 256
+    assert row["difference_points"] == row["bf16_test_error_pct"] - row["fp32_test_error_pct"]
+    assert data["within_fp32_spread"] is None  # a quick run is not a verdict
+
+
+def test_peer_benchmark_times_capsedu_in_both_precisions_without_peer_folders(tmp_path):
+    out = tmp_path / "peers.json"
+    data = _read(_load("bench_peers").main(["--quick", "--out", str(out)]), out)
+    assert [(r["implementation"], r["precision"]) for r in data["results"]] == [("capsedu", "float32"),
+                                                                                ("capsedu", "bf16")]
+    assert all(r["step_median_s"] > 0 and r["parameters"] == 8_215_568 for r in data["results"])
+    assert data["speedups"] == {}
