@@ -8,6 +8,7 @@ process stopped between the two) gets its record from that checkpoint without tr
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -15,17 +16,31 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from capsedu import records
+from capsedu._io import atomic_write
 from capsedu.checkpoint import load_model
 from capsedu.train import TrainConfig, fit, read_resumable, resume_differences, select_device
 
-__all__ = ["Run", "execute", "record_path", "select", "REPO"]
+__all__ = ["Run", "Target", "execute", "record_path", "select", "REPO"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """Train epoch by epoch until ``measure(model, config)`` reaches ``level`` (at most ``config.epochs`` epochs).
+
+    The paper's section 5.2 protocol: both models trained until the same clean accuracy, then tested on
+    affNIST. ``measure`` must not look at the test set (e.g. accuracy on held-out training digits).
+    """
+
+    measure: Callable[[torch.nn.Module, TrainConfig], float]
+    level: float
+    name: str
 
 
 @dataclass
@@ -43,6 +58,7 @@ class Run:
         measure: after training, ``measure(model, config)`` returns extra numbers for the record
             (e.g. accuracy on a robustness test set).
         labels: facts for the chapters' tables that do not identify the run (e.g. the paper's number).
+        until: train only until this target is reached (the record's ``extra["until"]`` traces it).
     """
 
     experiment: str
@@ -52,6 +68,7 @@ class Run:
     key: Dict[str, Any]
     measure: Optional[Callable[[torch.nn.Module, TrainConfig], Dict[str, Any]]] = None
     labels: Dict[str, Any] = field(default_factory=dict)
+    until: Optional[Target] = None
 
     def __post_init__(self) -> None:
         if self.key.get("seed") != self.config.seed:
@@ -95,18 +112,63 @@ def _check_writable(folder: Path) -> None:
         raise records.RecordError(f"cannot write records to {folder}: {exc.strerror or exc}") from None
 
 
-def _finished(checkpoint: Path, config: TrainConfig) -> bool:
-    """Whether ``checkpoint`` holds every epoch ``config`` asks for (the end of a run, not a mid-epoch stop).
+def _position(checkpoint: Path, config: TrainConfig) -> Tuple[int, bool]:
+    """``(complete epochs, whether it stopped inside the next one)`` of ``checkpoint``; ``(0, False)`` when it does
+    not exist.
 
     Raises:
         ValueError: the checkpoint was trained with other settings than ``config``.
     """
+    if not checkpoint.exists():
+        return 0, False
     state, saved = read_resumable(checkpoint)
     refused, _ = resume_differences(saved, config)
     if refused:
         raise ValueError(f"{checkpoint} was trained with other settings than this run: {'; '.join(refused)}; "
                          f"move it away to train the run afresh")
-    return int(state["epoch"]) >= config.epochs and int(state["step_in_epoch"]) == 0
+    return int(state["epoch"]), int(state["step_in_epoch"]) > 0
+
+
+def _read_back(checkpoint: Path, config: TrainConfig) -> Tuple[torch.nn.Module, List[Dict[str, Any]], str]:
+    """The model, history and data source of a finished run from its checkpoint, the model's ``trained_amp``
+    set to whether it trained under bf16 autocast (``amp="auto"`` depends on the machine; None: not recorded)."""
+    model, state = load_model(checkpoint)
+    model.trained_amp = state.get("amp")
+    return model.to(select_device(config.device)), list(state["history"]), state.get("data_source", "full")
+
+
+def _fit_to(config: TrainConfig, epochs: int, checkpoint: Path, log: Callable[[str], None], progress: bool) -> None:
+    resume = checkpoint if checkpoint.exists() else None
+    fit(replace(config, epochs=epochs), resume=resume, overwrite=resume is None, progress=progress, log=log)
+
+
+def _train(run: Run, config: TrainConfig, checkpoint: Path, log: Callable[[str], None], progress: bool):
+    """``(model, history, data source, until)`` of the finished run: trained, resumed or read back from a
+    checkpoint that already holds its end (the record could not be written, or the process stopped first)."""
+    name = f"{run.experiment}/{run.scale}/{run.name}"
+    if run.until is None:
+        if _position(checkpoint, config) != (config.epochs, False):
+            log(f"{name}: " + ("resuming" if checkpoint.exists() else "training"))
+            _fit_to(config, config.epochs, checkpoint, log, progress)
+        return (*_read_back(checkpoint, config), None)
+    # one epoch at a time, measuring after each; the trace survives interruptions beside the checkpoint
+    target, trace_path = run.until, checkpoint.parent / "until.json"
+    trace = json.loads(trace_path.read_text()) if trace_path.exists() else []
+    while True:
+        done, inside = _position(checkpoint, config)
+        at_end = done > 0 and not inside
+        if at_end and (not trace or trace[-1]["epoch"] != done):
+            model, _, _ = _read_back(checkpoint, config)
+            trace.append({"epoch": done, "value": target.measure(model, config)})
+            atomic_write(trace_path, lambda f: f.write(json.dumps(trace).encode()))
+            log(f"{name}: {target.name} after epoch {done}: {100 * trace[-1]['value']:.2f}% "
+                f"(target {100 * target.level:.2f}%)")
+        if at_end and (trace[-1]["value"] >= target.level or done >= config.epochs):
+            until = {"name": target.name, "level": target.level, "trace": trace,
+                     "reached": trace[-1]["value"] >= target.level}
+            return (*_read_back(checkpoint, config), until)
+        log(f"{name}: {'resuming' if inside else 'training'} epoch {done + 1} (at most {config.epochs})")
+        _fit_to(config, done + 1, checkpoint, log, progress)
 
 
 def execute(run: Run, results: Path, runs: Path, log: Callable[[str], None] = print,
@@ -125,17 +187,10 @@ def execute(run: Run, results: Path, runs: Path, log: Callable[[str], None] = pr
     config = replace(run.config, output=str(out))
     checkpoint = out / "last.pt"
     start = time.perf_counter()
-    if checkpoint.exists() and _finished(checkpoint, config):
-        log(f"{run.experiment}/{run.scale}/{run.name}: recording the finished run in {checkpoint}")
-        model, state = load_model(checkpoint)
-        model = model.to(select_device(config.device))
-        history, data_source = list(state["history"]), state.get("data_source", "full")
-    else:
-        resume = checkpoint if checkpoint.exists() else None
-        log(f"{run.experiment}/{run.scale}/{run.name}: " + ("resuming" if resume else "training"))
-        result = fit(config, resume=resume, overwrite=resume is None, progress=progress, log=log)
-        model, history, data_source = result.model, result.history, result.data_source
+    model, history, data_source, until = _train(run, config, checkpoint, log, progress)
     extra = run.measure(model, config) if run.measure is not None else {}
+    if until is not None:
+        extra["until"] = until
     last = history[-1]
     device = str(next(model.parameters()).device)
     record = {
@@ -145,6 +200,7 @@ def execute(run: Run, results: Path, runs: Path, log: Callable[[str], None] = pr
         "wall_seconds": round(time.perf_counter() - start, 1),  # this invocation (a resumed run: the rest only)
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "device": device, "machine": _machine(device), "torch": torch.__version__, "commit": _commit(),
+        "bf16_autocast": model.trained_amp,
         "data_source": data_source, "test_error": last["test_error"],
         "test_accuracy": last["test_accuracy"], "history": history, "extra": extra,
     }

@@ -18,7 +18,7 @@ from capsedu.records import RecordError, format_percent, group_of, load_records,
 from .runner import REPO
 
 #: the paper's affine-robustness numbers (section 5.2), which the records do not carry
-PAPER_AFFINE = {"capsnet": "79 % (real affNIST)", "baseline": "66 % (real affNIST)"}
+PAPER_AFFINE = {"capsnet": "79 %", "baseline": "66 %"}
 
 
 def _name(row) -> str:
@@ -49,12 +49,20 @@ def multimnist(records: List[Dict[str, Any]]) -> List[str]:
 
 
 def affine_robustness(records: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| run | clean test accuracy | warped test accuracy (generated set) | seeds | paper (warped) |",
-             "|---|---|---|---|---|"]
+    lines = ["| run | epochs | held-out accuracy at the stop | clean test accuracy | hard-set accuracy | seeds | "
+             "paper (affNIST) |", "|---|---|---|---|---|---|---|"]
+    held = {row.key: row for row in summarize(records, value=lambda r: r["extra"]["until"]["trace"][-1]["value"])}
     clean = {row.key: row for row in summarize(records, value=lambda r: r["test_accuracy"])}
     for row in summarize(records, value=lambda r: r["extra"]["affine_test_accuracy"]):
-        lines.append(f"| {_name(row)} | {format_percent(clean[row.key])} | {format_percent(row)} | {_seeds(row)} | "
-                     f"{PAPER_AFFINE.get(_name(row), '-')} |")
+        epochs = ", ".join(str(r["epochs"]) for r in sorted(records, key=lambda r: r["seed"]) if group_of(r) == row.key)
+        lines.append(f"| {_name(row)} | {epochs} | {format_percent(held[row.key])} | {format_percent(clean[row.key])} "
+                     f"| {format_percent(row)} | {_seeds(row)} | {PAPER_AFFINE.get(_name(row), '-')} |")
+    targets = sorted({(r["extra"]["until"]["level"], r["extra"]["until"]["name"]) for r in records})
+    sets = sorted({r["extra"]["affine_test"] for r in records})
+    lines.append("")
+    lines.append("Each run stopped at the first epoch whose " + "; ".join(f"{name} reached {100 * level:.2f} %"
+                                                                     for level, name in targets)
+                 + f". Hard set: {'; '.join(sets)}.")
     return lines
 
 

@@ -35,6 +35,10 @@ def test_every_experiment_runs_at_tiny_scale_and_writes_valid_records(tmp_path, 
     record = json.loads(record_path(first, tmp_path / "r").read_text())
     validate_record(record)
     assert record["run"] == first.name and record["scale"] == "tiny" and record["config"]["seed"] == 0
+    from experiments.summary import summary
+
+    table = summary("tiny", tmp_path / "r").split(f"### {name} (tiny scale)")[1].split("###")[0]
+    assert " | 0 | " in table    # the summary's table has the run's row, its seeds column naming seed 0
 
 
 def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path, monkeypatch):
@@ -237,3 +241,64 @@ def test_the_readmes_experiment_tables_are_the_summary_of_the_committed_records(
     content = README.read_text()
     start, end = block_span(content)
     assert content[start:end] == readme_block(summary("cpu")), "refresh it: python -m experiments.summary --readme"
+
+
+def _until_run(level, values, epochs=4):
+    """A tiny run that trains until a fake measure, returning ``values`` epoch after epoch, reaches ``level``."""
+    from experiments.runner import Target
+
+    calls = []
+
+    def measure(model, config):
+        calls.append(1)
+        return values[len(calls) - 1]
+
+    run = mnist_table.runs("tiny", seeds=(0,))[0]
+    run.config.epochs = epochs
+    run.until = Target(measure, level, "fake held-out accuracy")
+    return run, calls
+
+
+def test_a_run_with_a_target_stops_at_the_first_epoch_that_reaches_it(tmp_path):
+    run, calls = _until_run(0.8, [0.3, 0.9, 0.95])
+    record = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert record["epochs"] == 2 and len(calls) == 2 and examples_seen(record) == 2 * 256
+    assert record["extra"]["until"] == {"name": "fake held-out accuracy", "level": 0.8, "reached": True,
+                                        "trace": [{"epoch": 1, "value": 0.3}, {"epoch": 2, "value": 0.9}]}
+
+
+def test_a_target_never_reached_stops_at_the_epoch_limit_and_says_so(tmp_path):
+    run, calls = _until_run(2.0, [0.1, 0.2], epochs=2)
+    record = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert record["epochs"] == 2 and record["extra"]["until"]["reached"] is False
+
+
+def test_a_targeted_run_that_stopped_before_its_record_is_recorded_without_training_or_measuring_again(
+        tmp_path, monkeypatch):
+    run, calls = _until_run(0.8, [0.3, 0.9])
+    first = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    record_path(run, tmp_path / "r").unlink()
+    monkeypatch.setattr("experiments.runner.fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = execute(run, tmp_path / "r", tmp_path / "c", log=quiet)
+    assert len(calls) == 2 and again["extra"]["until"] == first["extra"]["until"]
+    assert again["history"] == first["history"]
+
+
+def test_the_affine_protocol_stops_both_models_at_the_same_held_out_level_on_digits_never_trained_on():
+    from experiments import affine_robustness as a
+
+    runs = a.runs("cpu")
+    assert [r.name for r in runs] == ["capsnet-seed0", "baseline-seed0", "capsnet-seed1", "baseline-seed1",
+                                      "capsnet-r1-seed0", "capsnet-r1-seed1"]
+    assert {r.until.level for r in runs} == {a.TARGET["cpu"]} and {r.until for r in runs} == {runs[0].until}
+    assert all(r.config.train_limit + a.HELD_OUT["cpu"] == 60000 for r in runs)   # disjoint from the trained digits
+
+
+def test_retest_affine_measures_both_shipped_models_on_every_set(tmp_path):
+    from experiments.retest_affine import main as retest_main
+
+    assert retest_main(["--subset", "--n", "40", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    for name in ("capsnet", "baseline"):
+        assert result["models"][name]["examples"] == {"clean": 40, "generated-v1": 40, "calibrated": 40}
+        assert result["models"][name]["accuracy"]["clean"] > 0.9       # the shipped models read centred digits
