@@ -5,7 +5,9 @@ import torch
 
 from capsedu.data import Batches
 from capsedu.models import CapsNet
-from capsedu.teaching.couplings import accuracy_by_iterations, coupling_statistics
+from capsedu.teaching.couplings import (
+    accuracy_by_iterations, coupling_statistics, entropy, polarisation, weighted_mean,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +54,24 @@ def test_accuracy_by_iterations_routes_with_each_r_and_restores_the_models_own(m
             expected = (model(images, routing_iterations=r).lengths.argmax(1) == labels).float().mean().item()
         assert acc == pytest.approx(expected)
     assert model.routing_iterations == 3
+
+
+def test_entropy_and_polarisation_run_from_uniform_to_one_parent():
+    uniform, one = torch.full((4,), 0.25), torch.tensor([0.0, 1.0, 0.0, 0.0])
+    assert entropy(uniform).item() == pytest.approx(1.0) and entropy(one).item() == pytest.approx(0.0, abs=1e-6)
+    assert polarisation(uniform).item() == pytest.approx(0.0) and polarisation(one).item() == pytest.approx(1.0)
+    assert polarisation(torch.tensor([0.5, 0.5, 0.0, 0.0])).item() == pytest.approx(1 / 3)
+
+
+def test_weighting_by_vote_length_lets_the_children_that_vote_decide():
+    values, weights = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    assert weighted_mean(values, weights) == 0.0 and weighted_mean(values, torch.ones(2)) == 0.5
+
+
+def test_routing_polarises_the_couplings_and_the_weighted_measures_are_reported_beside_the_plain_ones(
+        model, images):
+    stats = coupling_statistics(model, images, iterations=4)
+    assert stats["polarisation"][0] == pytest.approx(0.0, abs=1e-6)
+    assert stats["weighted_entropy"][0] == pytest.approx(1.0)
+    assert np.all(np.diff(stats["polarisation"]) > 0) and np.all(np.diff(stats["weighted_polarisation"]) > 0)
+    assert np.all(np.diff(stats["weighted_entropy"]) < 0)

@@ -1,0 +1,77 @@
+"""capsedu.teaching.verdicts: chapter 8.2's verdicts from records, with their evidence and seed counts."""
+from capsedu.records import RowSummary
+from capsedu.teaching.verdicts import (
+    affine_verdict, chapter_verdicts, data_verdict, lead, mnist_verdict, multimnist_verdict, routing_verdict,
+    spread_words,
+)
+
+
+def _rec(errors, seeds=None, extra=None, **key):
+    """One record per error (a fraction), seeds 0, 1, ... unless given."""
+    seeds = seeds or range(len(errors))
+    return [{"run": f"run-seed{s}", "key": {**key, "seed": s}, "seed": s, "test_error": e, "extra": dict(extra or {})}
+            for s, e in zip(seeds, errors)]
+
+
+def test_spread_words_says_inside_outside_or_one_seed():
+    a = RowSummary("a", "a", (1.0, 1.2, 1.4), (0, 1, 2))
+    assert spread_words(a, RowSummary("b", "b", (1.1, 1.3, 1.5), (0, 1, 2))) == "inside the seed spread"
+    assert spread_words(a, RowSummary("c", "c", (3.0, 3.1, 3.2), (0, 1, 2))) == "outside the seed spread"
+    assert spread_words(a, RowSummary("d", "d", (3.0,), (0,))) == "one seed so far"
+
+
+def test_lead_needs_two_seeds_and_a_gap_outside_the_spread_in_the_stated_direction():
+    low, high = RowSummary("l", "l", (1.0, 1.1), (0, 1)), RowSummary("h", "h", (2.0, 2.1), (0, 1))
+    assert lead(low, high) is True and lead(high, low) is False
+    assert lead(low, high, lower_is_better=False) is False
+    assert lead(low, RowSummary("x", "x", (1.05, 1.06), (0, 1))) is None
+    assert lead(RowSummary("o", "o", (0.1,), (0,)), high) is None
+
+
+def test_the_mnist_verdict_names_its_rows_and_seeds_and_cannot_settle_inside_the_spread():
+    records = _rec([0.010, 0.012, 0.008], row="capsnet-r3-recon") + _rec([0.011, 0.009, 0.010], row="baseline")
+    verdict = mnist_verdict(records)
+    assert verdict.holds is None and verdict.seeds == 3
+    assert "inside the seed spread" in verdict.finding and "mnist_table" in verdict.evidence
+    assert "1.00 +- 0.20 %" in verdict.finding
+
+
+def test_the_routing_verdict_is_contradicted_when_r1_wins_outside_the_spread():
+    records = _rec([0.020, 0.021, 0.022], row="capsnet-r3-recon") + _rec([0.010, 0.011, 0.012], row="capsnet-r1-recon")
+    assert routing_verdict(records).holds is False
+
+
+def test_a_verdict_without_its_rows_says_not_yet_recorded_with_no_seeds():
+    verdict = multimnist_verdict(_rec([0.2], row="baseline", extra={"multimnist_test_error": 0.2}))
+    assert (verdict.finding, verdict.seeds, verdict.holds) == ("not yet recorded", 0, None)
+
+
+def test_the_affine_verdict_compares_hard_set_accuracy_higher_is_better_and_names_the_set():
+    extra = lambda acc: {"affine_test_accuracy": acc, "affine_test": "generated set"}  # noqa: E731
+    records = ([r for s, a in enumerate((0.80, 0.82)) for r in _rec([0.01], [s], extra(a), model="capsnet")]
+               + [r for s, a in enumerate((0.60, 0.62)) for r in _rec([0.01], [s], extra(a), model="baseline")])
+    verdict = affine_verdict(records)
+    assert verdict.holds is True and verdict.seeds == 2 and "hard set: generated set" in verdict.evidence
+
+
+def test_the_data_verdict_judges_each_size_by_its_own_spread_and_reports_the_model_without_decoder():
+    records = (_rec([0.10, 0.11, 0.12], model="capsnet", train_size=100)
+               + _rec([0.20, 0.21, 0.22], model="baseline", train_size=100)
+               + _rec([0.15, 0.16, 0.17], model="capsnet-no-decoder", train_size=100)
+               + _rec([0.030, 0.040, 0.020], model="capsnet", train_size=1000)
+               + _rec([0.031, 0.041, 0.021], model="baseline", train_size=1000))
+    verdict = data_verdict(records)
+    assert verdict.finding.startswith("CapsNet ahead outside the spread at 1 of 2 sizes, behind at 0")
+    assert "without decoder 16.00 +- 1.00 %" in verdict.finding
+    assert verdict.holds is True and verdict.seeds == 3
+
+
+def test_chapter_verdicts_reads_every_experiment_of_a_results_folder(tmp_path):
+    verdicts = chapter_verdicts("cpu", tmp_path)
+    assert len(verdicts) == 5 and all(v.finding == "not yet recorded" for v in verdicts)
+    assert str(verdicts[0]).startswith("* MNIST: CapsNet beats a CNN: not settled")
+
+
+def test_the_committed_mnist_table_gives_three_seed_verdicts():
+    verdicts = chapter_verdicts("cpu")
+    assert verdicts[0].seeds == 3 and verdicts[1].seeds == 3
