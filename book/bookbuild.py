@@ -26,7 +26,13 @@ Slide metadata, in the chapters themselves:
 * tag ``hide-cell`` on each solution cell (the code cells after "## Solutions"): folded in the HTML book.
 * tag ``slides-show-input`` on the few code cells whose *code* the room should see (the equations written
   out); every other code cell shows only its output on the slides.
-* tag ``session-<part>`` (parts: ``SESSION_PARTS``) on the cells of the reading-group session deck.
+* tag ``session-<part>`` (parts: ``SESSION_PARTS``) on the cells of the reading-group session deck, and
+  ``capsedu.session_notes`` on the first cell of each of its slides: the presenter's notes for the session
+  (what to say, what to ask, how long), shown in the speaker view and nowhere else.
+
+On the slides a markdown cell shows its headings, equations, lists, tables and first paragraph; its other
+paragraphs become speaker notes (:func:`slide_and_notes`), so the book's prose and the slides come from the
+same cells.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+import re
+from typing import Dict, Iterable, List, Optional, Tuple
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
@@ -244,17 +251,66 @@ SESSION_FRAME = BOOK / "slides" / "session.ipynb"
 SHOW_INPUT_TAG = "slides-show-input"      # code cells whose source the decks show (all others: output only)
 ASSET_DIR = "assets"                      # next to the decks
 SLIDE_SIZE = (1280, 720)                  # every slide is laid out at this size (tests/browser checks it fits)
+SESSION_NOTES_KEY = "session_notes"       # capsedu.session_notes of a chapter cell: the session deck's notes
+
+
+SLIDE_PARAGRAPH_CHARS = 480      # a longer first paragraph keeps only its first sentences on the slide
+SLIDE_LEAD_CHARS = 300           # ... as many as fit in this many characters (at least one)
+_KEPT_BLOCK = re.compile(r"^(#|\$\$|\* |- |\d+\. |\||>|```)")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*(])")
+
+
+def slide_and_notes(markdown: str) -> Tuple[str, str]:
+    """Split a markdown cell into what its slide shows and what the presenter reads in the notes.
+
+    The slide keeps headings, display equations, lists, tables, quotes and code, and the first paragraph
+    of prose (only its first sentences if it is longer than ``SLIDE_PARAGRAPH_CHARS``); the other
+    paragraphs are the book's explanation and become speaker notes. Returns ``(slide, notes)``.
+    """
+    shown, notes, prose_seen = [], [], False
+    for block in (b.rstrip() for b in re.split(r"\n\s*\n", markdown.strip()) if b.strip()):
+        if _KEPT_BLOCK.match(block.lstrip()):
+            shown.append(block)
+        elif prose_seen:
+            notes.append(block)
+        else:
+            prose_seen = True
+            first, *rest = _lead(block) if len(block) > SLIDE_PARAGRAPH_CHARS else (block,)
+            shown.append(first)
+            notes.extend(rest)
+    return "\n\n".join(shown), "\n\n".join(notes)
+
+
+def _lead(paragraph: str) -> Tuple[str, ...]:
+    """``(lead, rest)``: the paragraph's first sentences, as many as fit in ``SLIDE_LEAD_CHARS`` (at least
+    one), and the rest; sentences end only outside inline math. The whole paragraph if none ends there."""
+    ends = [m for m in _SENTENCE_END.finditer(paragraph) if paragraph[:m.start()].count("$") % 2 == 0]
+    if not ends:
+        return (paragraph,)
+    cut = ([m for m in ends if m.start() <= SLIDE_LEAD_CHARS] or ends[:1])[-1]
+    return paragraph[:cut.start()], paragraph[cut.end():]
 
 
 def for_slides(nb):
     """A copy of an executed notebook ready for the reveal.js exporter: code shown only where tagged
-    ``slides-show-input`` (nbconvert's ``transient.remove_source``), and no widget state, so each widget
-    shows its static rendering instead of loading the widget manager from the web."""
+    ``slides-show-input`` (nbconvert's ``transient.remove_source``); each shown markdown cell cut to what a
+    slide holds, the rest of its text following as speaker notes (:func:`slide_and_notes`); and no widget
+    state, so each widget shows its static rendering instead of loading the widget manager from the web."""
+    import nbformat
+
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
+    cells = []
     for cell in nb.cells:
+        cells.append(cell)
         if cell.cell_type == "code" and SHOW_INPUT_TAG not in cell.metadata.get("tags", []):
             cell.metadata.setdefault("transient", {})["remove_source"] = True
+        if cell.cell_type == "markdown" and cell.metadata.get("slideshow", {}).get("slide_type") not in ("notes",
+                                                                                                          "skip"):
+            cell.source, notes = slide_and_notes(cell.source)
+            if notes:
+                cells.append(nbformat.v4.new_markdown_cell(notes, metadata={"slideshow": {"slide_type": "notes"}}))
+    nb.cells = cells
     return nb
 
 
@@ -283,7 +339,10 @@ def session_deck(executed_chapters: Dict[str, "object"], frame_path: Path = SESS
 
 
 def _session_cells(executed_chapters: Dict[str, "object"], part: str) -> list:
-    """Copies of the chapters' cells tagged ``session-<part>``, in reading order."""
+    """Copies of the chapters' cells tagged ``session-<part>``, in reading order, each followed by its
+    presenter notes for the session (``capsedu.session_notes``: what to say, what to ask, how long)."""
+    import nbformat
+
     cells = []
     for nb in executed_chapters.values():
         previous_taken = False
@@ -295,6 +354,9 @@ def _session_cells(executed_chapters: Dict[str, "object"], part: str) -> list:
                 if not previous_taken and slide.get("slide_type", "-") in ("-", "fragment"):
                     slide["slide_type"] = "subslide"
                 cells.append(c)
+                presenter = c.metadata.get("capsedu", {}).get(SESSION_NOTES_KEY)
+                if presenter:
+                    cells.append(nbformat.v4.new_markdown_cell(presenter, metadata={"slideshow": {"slide_type": "notes"}}))
             previous_taken = taken
     return cells
 

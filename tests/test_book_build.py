@@ -113,6 +113,33 @@ def test_slides_show_only_tagged_code_and_no_widget_state():
     assert "widgets" not in ready.metadata and "widgets" in nb.metadata          # the input is not modified
 
 
+def test_slides_keep_headings_equations_lists_and_the_lead_and_move_the_rest_to_notes():
+    lead = "First sentence with $a. b$ math inside. " + "Second sentence. " * 30
+    text = f"## 3.3 Eqs\n\n{lead}\n\n$$c = 1$$\n\nAn explanation.\n\n* a list\n* kept\n\n| a | b |\n|---|---|"
+    shown, notes = bookbuild.slide_and_notes(text)
+    assert shown.split("\n\n") == ["## 3.3 Eqs", "First sentence with $a. b$ math inside. " + "Second sentence. " * 14
+                                    + "Second sentence.", "$$c = 1$$", "* a list\n* kept", "| a | b |\n|---|---|"]
+    assert notes.split("\n\n") == ["Second sentence. " * 14 + "Second sentence.", "An explanation."]
+    assert bookbuild.slide_and_notes("## Short\n\nOne paragraph.") == ("## Short\n\nOne paragraph.", "")
+
+
+def test_slides_show_each_cells_explanation_as_notes_and_the_session_deck_adds_presenter_notes(tmp_path):
+    chapter = _chapter(new_markdown_cell("## 1.1 A slide\n\nShown.\n\nExplained."), new_code_cell("plot()"))
+    chapter.cells[0].metadata.update(tags=["session-motivation"], slideshow={"slide_type": "slide"},
+                                     capsedu={"session_notes": "Say this; ask that (2 min)."})
+    chapter.cells[1].metadata.update(tags=["session-motivation"], slideshow={"slide_type": "-"})
+    ready = bookbuild.for_slides(chapter)
+    assert [(c.source, c.metadata["slideshow"]["slide_type"]) for c in ready.cells[:2]] == [
+        ("## 1.1 A slide\n\nShown.", "slide"), ("Explained.", "notes")]
+    frame = _chapter(new_markdown_cell("## 1. Motivation"))
+    frame.cells[0].metadata["capsedu"] = {"session_part": "motivation"}
+    nbformat.write(frame, tmp_path / "session.ipynb")
+    deck = bookbuild.session_deck({"01": chapter}, tmp_path / "session.ipynb")
+    assert [c.source for c in deck.cells] == ["## 1. Motivation", chapter.cells[0].source,
+                                               "Say this; ask that (2 min).", "plot()"]
+    assert deck.cells[2].metadata["slideshow"]["slide_type"] == "notes"
+
+
 def test_copy_assets_names_the_fix_when_node_modules_is_missing(tmp_path):
     with pytest.raises(bookbuild.MissingAssets, match="npm ci"):
         bookbuild.copy_assets(tmp_path / "out", node_modules=tmp_path / "nothing")

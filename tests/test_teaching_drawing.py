@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from capsedu.teaching import poses
-from capsedu.teaching.agreement import plot_coincidence, plot_couplings, plot_routing_dynamics, plot_votes
+from capsedu.teaching.agreement import (draw_capsule_schema, plot_coincidence, plot_couplings, plot_routing_dynamics,
+                                        plot_votes)
 from capsedu.teaching.architecture import LayerRow, draw_capsnet_diagram, plot_layer_costs
 from capsedu.teaching.curves import plot_training_curves
 from capsedu.teaching.decoder import draw_reconstruction, plot_perturbation_grid, plot_strongest_dimensions
-from capsedu.teaching.images import show_image_rows, show_images
+from capsedu.teaching.images import draw_flow, show_image_rows, show_images
 from capsedu.teaching.margin import plot_margin_loss
-from capsedu.teaching.motivation import PART_TEMPLATES, face_readout, plot_pooling_vs_pose
+from capsedu.teaching.motivation import PART_TEMPLATES, draw_transforming_autoencoder, face_readout, plot_pooling_vs_pose
 from capsedu.teaching.poses import draw_face_scene
 from capsedu.teaching.squashing import draw_squash_2d, plot_length_histograms, plot_squash_1d, plot_squash_gradient
 
@@ -174,6 +175,24 @@ def test_strongest_dimensions_plot_draws_one_large_panel_per_digit():
     np.testing.assert_array_equal(tiled[0][4:8, 10:15], grid[1, 2].numpy())
     axes = fig.axes
     assert [t.get_text() for t in axes[0].get_yticklabels()] == ["dim 7", "dim 2"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["-0.10", "+0.00", "+0.10"]   # first, middle, last
     assert axes[1].get_title() == "digit 1" and not axes[3].axison          # the unused fourth panel is blank
     assert fig.get_figwidth() == pytest.approx(2 * (3 * 0.46 + 1.0))
 
+
+
+def test_flow_diagram_draws_every_box_and_arrow_between_box_edges():
+    _, ax = plt.subplots()
+    drawn = draw_flow(ax, {"a": (0.0, 0.0, "A", "w"), "b": (4.0, 0.0, "B", "w")}, [("a", "b", "to b")], size=(2.0, 1.0))
+    assert drawn["texts"] == {"a": "A", "b": "B"} and [t.get_text() for t in ax.texts] == ["A", "B", "to b"]
+    arrow = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"][0]
+    (x0, _), (x1, _) = arrow._posA_posB
+    assert 1.0 < x0 < 1.2 and 2.8 < x1 < 3.0                         # from a's right edge to b's left edge
+
+
+def test_schemas_of_routing_and_of_transforming_autoencoders_name_each_step():
+    drawn = draw_capsule_schema()
+    assert ["(eq. 2)" in drawn["texts"][k] for k in ("votes", "sum")] == [True, True]
+    assert "(eq. 3)" in drawn["texts"]["c"] and "(eq. 1)" in drawn["texts"]["v"] and ("v", "b", "agreement") in drawn["arrows"]
+    drawn = draw_transforming_autoencoder(capsules=2)
+    assert sum(k.startswith("rec") for k in drawn["texts"]) == 2 and len(drawn["arrows"]) == 8

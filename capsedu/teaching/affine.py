@@ -109,9 +109,9 @@ def draw_prediction(axes: Sequence[Any], image: torch.Tensor, prediction: Mappin
         ax_bar.bar(classes - 0.2, prediction["capsnet_lengths"].numpy(), 0.4, label="CapsNet |v_k|")
         ax_bar.bar(classes + 0.2, prediction["baseline_probs"].numpy(), 0.4, label="CNN softmax")
         title += f"   CNN: {prediction['baseline_class']}"
-    ax_bar.set_xticks(classes), ax_bar.set_ylim(0, 1)
+    ax_bar.set_xticks(classes), ax_bar.set_ylim(0, 1.35), ax_bar.set_yticks([0, 0.5, 1])
     ax_bar.set_title(title)
-    ax_bar.legend(loc="upper right", fontsize=8)
+    ax_bar.legend(loc="upper center", ncol=2, fontsize=8)     # above the bars (all <= 1), covering none
 
 
 def plot_sweep(axes: Sequence[Any], sweep: Mapping[str, Mapping[str, np.ndarray]],
@@ -121,9 +121,9 @@ def plot_sweep(axes: Sequence[Any], sweep: Mapping[str, Mapping[str, np.ndarray]
         for model, acc in row.items():
             if model != "values":
                 ax.plot(row["values"], 100 * acc, marker="o", label=model)
-        ax.set_xlabel(f"{name} ({units.get(name, '')})"), ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100), ax.grid(alpha=0.3)
-    axes[0].legend()
+        ax.set_xlabel(f"{name} ({units.get(name, '')})", fontsize=12), ax.set_ylabel("test accuracy (%)", fontsize=12)
+        ax.set_ylim(0, 100), ax.grid(alpha=0.3), ax.tick_params(labelsize=11)
+    axes[0].legend(fontsize=11)
 
 
 # ----------------------------------------------------------------------------- widget

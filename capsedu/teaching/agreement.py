@@ -13,19 +13,20 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
 
-from .images import ArrayLike, as_numpy
+from .images import ArrayLike, as_numpy, draw_flow
 
 if TYPE_CHECKING:
     from ..routing import RoutingTrace
 
 __all__ = ["coincidence_probability", "coincidence_monte_carlo", "coincidence_curves", "toy_votes",
            "routing_convergence", "plot_coincidence", "plot_votes", "plot_couplings", "plot_routing_dynamics",
-           "routing_widget"]
+           "draw_capsule_schema", "routing_widget"]
 
 
 # ----------------------------------------------------------------------------- high-dimensional coincidence
@@ -153,7 +154,7 @@ def plot_votes(axes, u_hat: ArrayLike, couplings: ArrayLike, outputs: ArrayLike,
             x, y = (float(a) for a in u_hat[i, j])
             arrows.append(ax.arrow(0, 0, x, y, width=0.005 + 0.05 * c, alpha=0.15 + 0.85 * c, color=f"C{i % 10}",
                                    length_includes_head=True, head_width=0.06 + 0.1 * c))
-            ax.annotate(str(i), (x, y), fontsize=7, color=f"C{i % 10}")
+            ax.annotate(str(i), (x, y), fontsize=11, color=f"C{i % 10}")
         vx, vy = (float(a) for a in outputs[j])
         ax.arrow(0, 0, vx, vy, width=0.04, color="red", length_includes_head=True, zorder=5)
         t = np.linspace(0, 2 * np.pi, 100)
@@ -161,7 +162,9 @@ def plot_votes(axes, u_hat: ArrayLike, couplings: ArrayLike, outputs: ArrayLike,
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
         ax.set_aspect("equal")
-        ax.set_title(f"parent {j}: |v| = {float(np.hypot(vx, vy)):.2f}", fontsize=9)
+        ax.set_title(f"parent {j}: |v| = {float(np.hypot(vx, vy)):.2f}", fontsize=11)
+        ax.set_xlabel("vote of child i: wider, darker = larger c_ij\nred: the output v_j" if j == 0 else "",
+                      fontsize=10)
         drawn.append(arrows)
     return drawn
 
@@ -171,7 +174,7 @@ def plot_couplings(ax: Axes, couplings: ArrayLike, vmax: float = 1.0):
     c = as_numpy(couplings)
     im = ax.imshow(c, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
     for (i, j), val in np.ndenumerate(c):
-        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7, color="white" if val > 0.6 * vmax else "k")
+        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=9, color="white" if val > 0.6 * vmax else "k")
     ax.set_xlabel("parent j")
     ax.set_ylabel("child i")
     ax.set_xticks(range(c.shape[1]))
@@ -205,6 +208,25 @@ def plot_routing_dynamics(ax_change: Axes, ax_steps: Axes, convergence: Mapping[
     ax_steps.set_xlim(0.5, len(changes) + 0.5)
     ax_steps.legend(fontsize=7)
     return {"bars": bars, "lines": lines}
+
+
+def draw_capsule_schema(ax: Optional[Axes] = None) -> Dict[str, object]:
+    """The slides' "capsule schema with routing" (slide 14): child outputs, the votes of eq. 2, the routing
+    softmax of eq. 3, the weighted sum of eq. 2, squash (eq. 1), and line 7 of Procedure 1 feeding the
+    agreement back into the logits. Returns :func:`~capsedu.teaching.images.draw_flow`'s record."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12, 3.4))
+    boxes = {
+        "u": (0.0, 2.2, "child outputs\n$u_i$", "#a1d99b"),
+        "votes": (4.0, 2.2, "votes (eq. 2), $W_{ij}$ learned\n$\\hat u_{j|i} = W_{ij} u_i$", "#fdd0a2"),
+        "sum": (8.0, 2.2, "total input (eq. 2)\n$s_j = \\sum_i c_{ij} \\hat u_{j|i}$", "#fdd0a2"),
+        "v": (12.0, 2.2, "parent outputs (eq. 1)\n$v_j = \\mathrm{squash}(s_j)$", "#9ecae1"),
+        "c": (8.0, 0.0, "couplings (eq. 3)\n$c_{ij} = \\mathrm{softmax}_j(b_{ij})$", "#dadaeb"),
+        "b": (12.0, 0.0, "logits, line 7, r times\n$b_{ij} \\leftarrow b_{ij} + \\hat u_{j|i} \\cdot v_j$", "#dadaeb"),
+    }
+    arrows = [("u", "votes", ""), ("votes", "sum", ""), ("sum", "v", ""), ("c", "sum", ""), ("v", "b", "agreement"),
+              ("b", "c", "")]
+    return draw_flow(ax, boxes, arrows, size=(3.3, 1.0), fontsize=10)
 
 
 # ----------------------------------------------------------------------------- widget

@@ -121,10 +121,10 @@ def plot_perturbation_grid(grid: ArrayLike, deltas: Sequence[float] = PERTURBATI
         _, ax = plt.subplots(figsize=(n_cols * 0.45 + 0.8, n_rows * 0.45 + 0.6))
     ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=1)
     ax.set_xticks([w * k + w / 2 for k in range(n_cols)])
-    ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=7, rotation=90)
+    ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=9, rotation=90)
     dims = list(range(n_rows)) if dims is None else list(dims)
     ax.set_yticks([h * k + h / 2 for k in range(n_rows)])
-    ax.set_yticklabels([f"dim {d}" for d in dims], fontsize=7)
+    ax.set_yticklabels([f"dim {d}" for d in dims], fontsize=9)
     if title:
         ax.set_title(title, fontsize=9)
     return tiled
@@ -138,6 +138,9 @@ def plot_strongest_dimensions(panels: Sequence[Tuple[str, ArrayLike, Sequence[st
     ``grid`` is ``(rows, len(deltas), H, W)`` (the rows of a :func:`capsedu.teaching.decoder.perturbation_grid`
     chosen by :func:`capsedu.teaching.decoder.rank_dimensions`); ``row_labels`` name its rows. Panels are laid
     out ``ncols`` to a line, each image ``tile`` inches wide. Returns ``(figure, tiled arrays)``.
+
+    The figure is about 12 inches wide and shown in a column of under 700 pixels, so its text is large and
+    only the first, middle and last offsets are labelled.
     """
     grids = [as_numpy(g) for _, g, _ in panels]
     n_rows_max = max(g.shape[0] for g in grids)
@@ -150,11 +153,12 @@ def plot_strongest_dimensions(panels: Sequence[Tuple[str, ArrayLike, Sequence[st
         rows, cols, h, w = g.shape
         tiled = g.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
         ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=1)
-        ax.set_xticks([w * k + w / 2 for k in range(cols)])
-        ax.set_xticklabels([f"{d:+.2f}" for d in deltas], fontsize=7)
+        ends = sorted({0, cols // 2, cols - 1})
+        ax.set_xticks([w * k + w / 2 for k in ends])
+        ax.set_xticklabels([f"{deltas[k]:+.2f}" for k in ends], fontsize=14)
         ax.set_yticks([h * k + h / 2 for k in range(rows)])
-        ax.set_yticklabels(list(labels), fontsize=8)
-        ax.set_title(title, fontsize=9)
+        ax.set_yticklabels(list(labels), fontsize=14)
+        ax.set_title(title, fontsize=15)
         tiled_all.append(tiled)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

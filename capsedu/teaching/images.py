@@ -6,7 +6,7 @@ plotted values without a screen.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
-__all__ = ["ArrayLike", "as_numpy", "show_images", "show_image_rows"]
+__all__ = ["ArrayLike", "as_numpy", "show_images", "show_image_rows", "draw_flow"]
 
 
 def as_numpy(x: ArrayLike) -> np.ndarray:
@@ -60,8 +60,42 @@ def show_image_rows(rows: Sequence[ArrayLike], row_titles: Optional[Sequence[str
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0 and captions is not None:
-                ax.set_title(captions[j], fontsize=8)
+                ax.set_title(captions[j], fontsize=11)
         if row_titles is not None:
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def draw_flow(ax, boxes: Mapping[str, Tuple[float, float, str, str]], arrows: Sequence[Tuple[str, str, str]],
+              size: Tuple[float, float] = (2.2, 0.9), fontsize: float = 11) -> Dict[str, object]:
+    """A diagram of boxes joined by arrows, for the chapters' schemas; the axes' frame is switched off.
+
+    ``boxes``: name -> ``(x, y, text, colour)``, the box's centre in data units; ``arrows``:
+    ``(from, to, label)`` between box names, from the edge of one box to the edge of the other. Returns
+    ``{"texts": {name: box text}, "arrows": [(from, to, label)]}``, what was drawn.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    w, h = size
+    for x, y, text, colour in boxes.values():
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=colour, ec="black"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+    for start, end, label in arrows:
+        (x0, y0), (x1, y1) = boxes[start][:2], boxes[end][:2]
+        dx, dy = x1 - x0, y1 - y0
+        # leave each box where the line from centre to centre crosses its edge
+        shrink = min(w / 2 / abs(dx) if dx else np.inf, h / 2 / abs(dy) if dy else np.inf) + 0.06 / np.hypot(dx, dy)
+        a, b = (x0 + shrink * dx, y0 + shrink * dy), (x1 - shrink * dx, y1 - shrink * dy)
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=16, color="black"))
+        if label:                          # above a horizontal arrow, beside a vertical one
+            mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+            beside = abs(dy) > abs(dx)
+            ax.text(mx + (0.12 if beside else 0), my + (0 if beside else 0.12), label, fontsize=fontsize - 1,
+                    ha="left" if beside else "center", va="center" if beside else "bottom")
+    xs = [x for x, *_ in boxes.values()]
+    ys = [y for _, y, *_ in boxes.values()]
+    ax.set_xlim(min(xs) - w / 2 - 0.2, max(xs) + w / 2 + 0.2)
+    ax.set_ylim(min(ys) - h / 2 - 0.3, max(ys) + h / 2 + 0.5)
+    ax.axis("off")
+    return {"texts": {name: text for name, (_, _, text, _) in boxes.items()}, "arrows": list(arrows)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,14 +22,14 @@ from matplotlib.axes import Axes
 
 from ..objectives import CrossEntropy
 from ..train import train_epoch
-from .images import as_numpy
+from .images import as_numpy, draw_flow
 
 __all__ = [
     "TEMPLATES_1D", "detect_1d", "presence_and_position_1d",
     "PART_TEMPLATES", "FACE_LAYOUT", "SCRAMBLED_LAYOUT", "face_image", "detect_parts", "max_pool_presence",
     "capsule_readout", "part_centres", "face_readout",
     "PoolingCNN", "train_pooling_cnn", "scramble_patches", "displace_top_half",
-    "plot_pooling_vs_pose", "pooling_widget",
+    "plot_pooling_vs_pose", "draw_transforming_autoencoder", "pooling_widget",
 ]
 
 # ----------------------------------------------------------------------------- 1-D invariance vs equivariance
@@ -269,6 +270,27 @@ def plot_pooling_vs_pose(axes: Sequence[Axes], readout: Mapping[str, torch.Tenso
     ax_bar.set_ylim(0, 1.1)
     ax_bar.set_title("global max-pool: what a CNN keeps", fontsize=9)
     return {"image": im, "marks": marks, "bars": bars}
+
+
+def draw_transforming_autoencoder(ax: Optional[Axes] = None, capsules: int = 3) -> Dict[str, object]:
+    """The slides' earlier capsules (slide 12; Hinton, Krizhevsky & Wang, 2011): each capsule's recognition
+    units read the image and output a probability $p$ and a position $(x, y)$; the known shift
+    $(\\Delta x, \\Delta y)$ is added; generation units draw the capsule's part at the new position, scaled by
+    $p$; the parts are summed into the shifted image the network is trained to produce. Returns
+    :func:`~capsedu.teaching.images.draw_flow`'s record."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12, 1.0 * capsules + 0.6))
+    boxes = {"image": (0.0, capsules - 1.0, "input image", "#dddddd"),
+             "output": (16.0, capsules - 1.0, "output: the image\nshifted by $(\\Delta x, \\Delta y)$", "#dddddd")}
+    arrows = []
+    for k in range(capsules):
+        y = 2.0 * (capsules - 1 - k)
+        boxes[f"rec{k}"] = (4.0, y, f"capsule {k + 1}: recognition\nunits", "#a1d99b")
+        boxes[f"pose{k}"] = (8.0, y, "$p$;  $x + \\Delta x$,  $y + \\Delta y$", "#fdd0a2")
+        boxes[f"gen{k}"] = (12.0, y, "generation units,\noutput $\\times\\ p$", "#9ecae1")
+        arrows += [("image", f"rec{k}", ""), (f"rec{k}", f"pose{k}", ""), (f"pose{k}", f"gen{k}", ""),
+                   (f"gen{k}", "output", "")]
+    return draw_flow(ax, boxes, arrows, size=(3.3, 1.1), fontsize=10)
 
 
 # ----------------------------------------------------------------------------- widget

@@ -246,12 +246,12 @@ def draw_pairs(columns: Sequence[PairColumn], size: float = 1.3):
         top, bottom = axes[0, k], axes[1, k]
         top.imshow(torch.as_tensor(col.overlay).float().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         bottom.imshow(pair_colour_image(col.reconstructions).cpu().numpy())
-        top.set_title(col.label_caption, fontsize=9)
-        bottom.set_xlabel(col.caption, fontsize=9, color="darkred" if col.kind in ("P", "*") else "black")
+        top.set_title(col.label_caption, fontsize=12)
+        bottom.set_xlabel(col.caption, fontsize=12, color="darkred" if col.kind in ("P", "*") else "black")
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_ylabel("input", fontsize=9)
-    axes[1, 0].set_ylabel("reconstructions", fontsize=9)
+    axes[0, 0].set_ylabel("input", fontsize=12)
+    axes[1, 0].set_ylabel("reconstructions", fontsize=12)
     fig.tight_layout()
     return fig
