@@ -77,8 +77,9 @@ def test_baseline_cnn_config_round_trip_rebuilds_the_same_architecture():
         BaselineCNN(kernel_size=4)
 
 
-def test_model_registry_maps_names_to_the_two_models():
-    assert MODELS == {"capsnet": CapsNet, "baseline": BaselineCNN}
+def test_model_registry_maps_names_to_the_models():
+    from capsedu.efficient_capsnet import EfficientCapsNet
+    assert MODELS == {"capsnet": CapsNet, "baseline": BaselineCNN, "efficient-capsnet": EfficientCapsNet}
 
 
 @pytest.mark.parametrize("name, cls", [("capsnet", CapsNet), ("baseline", BaselineCNN),
@@ -91,7 +92,7 @@ def test_build_model_by_registry_or_legacy_class_name_gives_the_paper_network(na
 
 
 def test_build_model_rejects_an_unknown_name_listing_the_choices():
-    with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of \['baseline', 'capsnet'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of \['baseline', 'capsnet', 'efficient-capsnet'\]"):
         build_model("resnet")
     with pytest.raises(ValueError, match="unknown CapsNet config keys"):
         build_model("capsnet", {"depth": 3})

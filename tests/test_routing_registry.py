@@ -1,4 +1,8 @@
 """What every routing procedure of capsedu.routings promises, and DigitCaps/CapsNet built with each of them."""
+import json
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -146,3 +150,23 @@ def test_options_of_dynamic_routing_alone_are_refused_for_the_others():
         CapsNetConfig.from_preset("cifar10", routing="em")
     with pytest.raises(ValueError, match="routing_gradient='last' apply to dynamic routing only"):
         DigitCaps(12, 8, 3, 16, routing_gradient="last", routing="self-attention")
+
+
+def test_the_routings_benchmark_times_every_registered_procedure_at_both_shapes(tmp_path):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import bench_routings
+    finally:
+        sys.path.remove(str(bench))
+    out = tmp_path / "routings.json"
+    # the benchmark sets the thread count it is given (--quick alone means 1): give it the current one
+    bench_routings.main(["--quick", "--threads", str(torch.get_num_threads()), "--note", "a test", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["note"] == "a test" and data["machine"]["cpu_count"] > 0
+    rows = {(r["shape_label"], r["method"]): r for r in data["results"]}
+    for label, _ in bench_routings.SHAPES:
+        assert {m for lab, m in rows if lab == label} >= set(ROUTINGS)
+        assert rows[(label, "dynamic")]["time_vs_dynamic"] == 1
+    assert all(r["median_s"] > 0 for r in rows.values())
+    assert ("efficient-capsnet-mnist", "self-attention (explicit A)") in rows

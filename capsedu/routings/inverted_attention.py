@@ -10,9 +10,10 @@ the paper's Procedure 1 (the votes ``v_ij = W_ij p_i`` of line 2, Eq. 1, are our
 
 The first pass sees ``p = 0``, so its couplings are uniform. ``1 / sqrt(dim)`` and the learned affine
 LayerNorm are those of the authors' code (``CapsuleFC`` in github.com/apple/ml-capsules-inverted-attention-
-routing, ``src/layers.py``); Eq. 2 prints the plain dot product. A LayerNorm'd pose has (almost) a fixed
-length, so presence cannot be read from it: as in that code, one linear map shared by all classes scores
-each class capsule's pose, and here its logistic becomes the length of the output capsule.
+routing, ``src/layers.py``); Eq. 2 prints the plain dot product. Before its learned scale and shift, a
+LayerNorm'd pose has length ``sqrt(dim)`` (up to LayerNorm's epsilon) whatever the input, so presence cannot
+be read from its length: as in that code, one linear map shared by all classes scores each class capsule's
+pose, and here the score's logistic becomes the length of the output capsule.
 """
 from __future__ import annotations
 
