@@ -6,7 +6,7 @@ from capsedu import CapsNetOutput, count_parameters
 from capsedu.efficient_capsnet import EfficientCapsNet, EfficientCapsNetConfig
 from capsedu.losses import margin_loss
 from capsedu.models import MODELS, build_model, model_record
-from capsedu.objectives import MarginLoss, default_objective
+from capsedu.training.objectives import MarginLoss, default_objective
 
 
 def test_the_mnist_network_has_the_papers_161824_parameters_and_the_decoder_adds_its_three_layers():
