@@ -59,7 +59,8 @@ class EfficientCapsNetConfig:
         _widths(self, "conv_channels", "EfficientCapsNet", allow_empty=False)
         _widths(self, "decoder_hidden", "EfficientCapsNet", allow_empty=True)
         if len(self.conv_channels) != len(_CONVS):
-            raise ValueError(f"EfficientCapsNet conv_channels must have {len(_CONVS)} widths, got {self.conv_channels!r}")
+            raise ValueError(f"EfficientCapsNet conv_channels must have {len(_CONVS)} widths, "
+                             f"got {self.conv_channels!r}")
         if self.conv_channels[-1] % self.primary_dim:
             raise ValueError(f"EfficientCapsNet's last conv_channels ({self.conv_channels[-1]}) must be a multiple "
                              f"of primary_dim ({self.primary_dim})")

@@ -21,7 +21,8 @@ def test_the_inverse_temperature_grows_towards_final_lambda():
 
 
 def test_m_step_of_two_present_children_on_one_parent():
-    # votes 1 and 3: mean 2, variance 1 (log sigma = 0), so cost = beta_u * 2 and a = logistic(lambda (beta_a - 2 beta_u))
+    # votes 1 and 3: mean 2, variance 1 (log sigma = 0), so cost = beta_u * 2
+    # and a = logistic(lambda (beta_a - 2 beta_u))
     votes = t([[[[1.0]], [[3.0]]]])                          # (batch 1, n_in 2, n_out 1, h 1)
     a, mean, var = m_step(t([[[1.0], [1.0]]]), votes, t([[1.0, 1.0]]), t([0.5]), t([2.0]), 1.0)
     torch.testing.assert_close(mean, t([[[2.0]]]))

@@ -23,10 +23,10 @@ from .em import EMResult, EMRouting, e_step, em_routing, inverse_temperature, m_
 from .inverted_attention import InvertedAttentionRouting, inverted_attention_routing
 from .self_attention import SelfAttentionRouting, self_attention_routing, squash_efficient
 
-__all__ = ["ROUTINGS", "build_routing", "check_routing", "Routing", "capsule_from_presence", "DynamicRouting", "UniformRouting",
-           "SelfAttentionRouting", "self_attention_routing", "squash_efficient", "InvertedAttentionRouting",
-           "inverted_attention_routing", "EMRouting", "EMResult", "em_routing", "m_step", "e_step",
-           "inverse_temperature", "matrix_votes"]
+__all__ = ["ROUTINGS", "build_routing", "check_routing", "Routing", "capsule_from_presence", "DynamicRouting",
+           "UniformRouting", "SelfAttentionRouting", "self_attention_routing", "squash_efficient",
+           "InvertedAttentionRouting", "inverted_attention_routing", "EMRouting", "EMResult", "em_routing", "m_step",
+           "e_step", "inverse_temperature", "matrix_votes"]
 
 #: The routing registry: the names configs, checkpoints and the command line use.
 ROUTINGS: Dict[str, Type[Routing]] = {

@@ -87,9 +87,9 @@ def m_step(assignments: torch.Tensor, votes: torch.Tensor, activations: torch.Te
     """
     r = assignments * activations.unsqueeze(-1)                        # R_ij <- R_ij a_i
     mass = r.sum(dim=1)                                                # sum_i R_ij, (batch, n_out)
-    weights = (r / (mass.unsqueeze(1) + _MASS_EPS)).unsqueeze(-1)      # (batch, n_in, n_out, 1)
-    mean = (weights * votes).sum(dim=1)                                # mu_j^h
-    variance = (weights * (votes - mean.unsqueeze(1)) ** 2).sum(dim=1) + _VARIANCE_EPS  # (sigma_j^h)^2
+    weights = r / (mass.unsqueeze(1) + _MASS_EPS)                      # (batch, n_in, n_out)
+    mean = torch.einsum("bij,bijh->bjh", weights, votes)               # mu_j^h
+    variance = torch.einsum("bij,bijh->bjh", weights, (votes - mean.unsqueeze(1)) ** 2) + _VARIANCE_EPS
     cost = (beta_u.unsqueeze(-1) + 0.5 * torch.log(variance)) * mass.unsqueeze(-1)  # cost^h, log sigma = log var / 2
     parent_activations = torch.sigmoid(inverse_temp * (beta_a - cost.sum(dim=-1)))
     return parent_activations, mean, variance
@@ -107,9 +107,11 @@ def e_step(votes: torch.Tensor, activations: torch.Tensor, mean: torch.Tensor, v
     Returns:
         ``R (batch, n_in, n_out)``, summing to 1 over the parents.
     """
-    mean, variance = mean.unsqueeze(1), variance.unsqueeze(1)
-    log_p = -(((votes - mean) ** 2) / (2 * variance) + 0.5 * torch.log(2 * math.pi * variance)).sum(dim=-1)
-    return torch.softmax(torch.log(activations + _ACTIVATION_EPS).unsqueeze(1) + log_p, dim=2)
+    # log p_ij = -sum_h (V - mu)^2 / (2 sigma^2) - sum_h log(2 pi sigma^2) / 2; the second sum is the same for every i
+    distance = (((votes - mean.unsqueeze(1)) ** 2) / (2 * variance.unsqueeze(1))).sum(dim=-1)  # (batch, n_in, n_out)
+    log_norm = 0.5 * torch.log(2 * math.pi * variance).sum(dim=-1)                             # (batch, n_out)
+    log_a = torch.log(activations + _ACTIVATION_EPS)
+    return torch.softmax((log_a - log_norm).unsqueeze(1) - distance, dim=2)
 
 
 class EMResult(NamedTuple):
