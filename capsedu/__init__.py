@@ -5,21 +5,39 @@ The names below are the public API the book relies on::
 
     from capsedu import squash, dynamic_routing, margin_loss, CapsNet
 
-Training: :mod:`capsedu.train` (the loop, the evaluator, ``fit``), data: :mod:`capsedu.data`,
-the chapters' helpers: :mod:`capsedu.teaching`.
+The package's folders show its architecture: the core (``functional``, ``routing``, ``layers``,
+``models``, ``losses``), data (:mod:`capsedu.data`), training (:mod:`capsedu.training`; ``capsedu.train``
+is its short import path) and the chapters' helpers (:mod:`capsedu.teaching`).
+
+The names load on first use, so ``capsedu`` on the command line answers Ctrl-C with one line even
+while torch is still loading.
 """
-from .functional import capsule_length, squash
-from .layers import Decoder, DigitCaps, PrimaryCaps
-from .losses import capsule_loss, margin_loss, reconstruction_loss
-from .models import MODELS, PRESETS, BaselineCNN, CapsNet, CapsNetConfig, CapsNetOutput, build_model, count_parameters
-from .objectives import CrossEntropy, MarginLoss
-from .routing import RoutingTrace, dynamic_routing, routing_trace
+from importlib import import_module
+from typing import Any, List
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "squash", "capsule_length", "dynamic_routing", "routing_trace", "RoutingTrace",
-    "margin_loss", "reconstruction_loss", "capsule_loss",
-    "PrimaryCaps", "DigitCaps", "Decoder", "CapsNet", "CapsNetConfig", "CapsNetOutput", "BaselineCNN",
-    "PRESETS", "MODELS", "build_model", "count_parameters", "MarginLoss", "CrossEntropy", "__version__",
-]
+#: public name -> the module that defines it
+_SOURCES = {
+    "squash": "functional", "capsule_length": "functional",
+    "dynamic_routing": "routing", "routing_trace": "routing", "RoutingTrace": "routing",
+    "margin_loss": "losses", "reconstruction_loss": "losses", "capsule_loss": "losses",
+    "PrimaryCaps": "layers", "DigitCaps": "layers", "Decoder": "layers",
+    "CapsNet": "models", "CapsNetConfig": "models", "CapsNetOutput": "models", "BaselineCNN": "models",
+    "PRESETS": "models", "MODELS": "models", "build_model": "models", "count_parameters": "models",
+    "MarginLoss": "training.objectives", "CrossEntropy": "training.objectives",
+}
+
+__all__ = [*_SOURCES, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'capsedu' has no attribute {name!r}")
+    value = getattr(import_module(f".{_SOURCES[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted([*globals(), *_SOURCES])

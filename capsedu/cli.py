@@ -10,7 +10,6 @@ Data-parallel training: ``torchrun --nproc_per_node=N -m capsedu.cli train ...``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,15 @@ def _integer(low: int):
 _positive = _integer(1)
 
 
+def _iterations(text: str) -> int:
+    from .routing import check_iterations
+
+    try:
+        return check_iterations(_positive(text), "routing iterations")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -48,8 +56,9 @@ def _number(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS, PAIR_DATASETS
     from .models import BASELINE_PRESETS, MODELS, PRESETS
-    from .objectives import OBJECTIVES
-    from .train import RECIPES, SCHEDULES, TrainConfig
+    from .training.config import RECIPES, TrainConfig
+    from .training.objectives import OBJECTIVES
+    from .training.optim import SCHEDULES
 
     d = TrainConfig(**RECIPES["quick"])  # the defaults a bare `capsedu train` uses
     parser = argparse.ArgumentParser(prog="capsedu", description="Train and evaluate Capsule Networks.")
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=sorted(RECIPES), default="quick",
                    help="starting settings that the flags above override: 'quick' " + _describe_recipe("quick")
                         + "; 'paper' " + _describe_recipe("paper") + " [quick]")
-    t.add_argument("--routing-iterations", type=_positive, default=None, help=f"[{d.routing_iterations}]")
+    t.add_argument("--routing-iterations", type=_iterations, default=None, help=f"[{d.routing_iterations}]")
     t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
                    help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
     t.add_argument("--no-reconstruction", dest="reconstruction", action="store_const", const=False, default=None,
@@ -136,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None)
     e.add_argument("--subset", action="store_true")
     e.add_argument("--test-limit", type=_positive, default=None)
-    e.add_argument("--routing-iterations", type=_positive, default=None,
+    e.add_argument("--routing-iterations", type=_iterations, default=None,
                    help="route with this many iterations instead of the trained value")
     e.add_argument("--batch-size", type=_positive, default=500)
     e.add_argument("--device", default="auto")
@@ -146,13 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=_positive, default=5000)
     s.add_argument("--n-test", type=_positive, default=1000)
     s.add_argument("--seed", type=_integer(0), default=0)
-    s.add_argument("--out", default=None, help="output .npz (default: the packaged subset file)")
+    _package_target(s, "output .npz", "the shipped subset every offline run uses")
     x = sub.add_parser("export-pretrained", help="strip a training checkpoint to float16 weights for the book")
     x.add_argument("checkpoint")
-    x.add_argument("--out", default=None, help="output file (default: the packaged pretrained weights)")
+    _package_target(x, "output .pt (its record is written beside it as .json)", "the shipped small CapsNet")
     x.add_argument("--command-line", default=None, help="the command that trained the checkpoint (for the record)")
-    x.add_argument("--data", default=None, help="MNIST root for measuring the exported weights")
+    x.add_argument("--data", default=None, help="data root for measuring the exported weights")
     return parser
+
+
+def _package_target(parser: argparse.ArgumentParser, what: str, packaged: str) -> None:
+    """``--out FILE`` or ``--into-package``: the package's own files are replaced only when asked by name."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", default=None, help=what)
+    where.add_argument("--into-package", action="store_true", help=f"replace {packaged} inside the package")
 
 
 #: ``capsedu train`` options that are not training settings
@@ -160,7 +176,7 @@ _NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress", "recipe")
 
 
 def _describe_recipe(name: str) -> str:
-    from .train import RECIPES
+    from .training.config import RECIPES
 
     settings = RECIPES[name]
     if not settings:
@@ -169,16 +185,16 @@ def _describe_recipe(name: str) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .teaching.pretrained import PRETRAINED_PATH, export_pretrained
+    from .training.export import PACKAGED_MODEL, export_model, export_record, record_path
 
-    out = export_pretrained(args.checkpoint, args.out or PRETRAINED_PATH, command=args.command_line or "",
-                            root=args.data)
-    record = json.loads(out.with_suffix(".json").read_text())
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
-    dataset = record["data"]["dataset"]
+    out = export_model(args.checkpoint, PACKAGED_MODEL if args.into_package else args.out,
+                       command=args.command_line or "", root=args.data)
+    record = export_record(out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {record_path(out).name}")
+    dataset = record["train_config"].get("dataset", "mnist")
     for name, measured in record["test_accuracy_shipped"].items():
         if measured:
-            print(f"shipped weights, {dataset} test set from the {name} MNIST: {100 * measured['accuracy']:.2f}% "
+            print(f"exported weights on the {name} {dataset} test set: {100 * measured['accuracy']:.2f}% "
                   f"of {measured['examples']} test examples")
     return 0
 
@@ -186,7 +202,10 @@ def _export(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .train import CHECKPOINT_NAME, RECIPES, TrainConfig, read_resumable, fit
+    from .training.config import RECIPES, TrainConfig
+    from .training.fit import fit
+    from .training.resume import read_resumable
+    from .training.run_directory import CHECKPOINT_NAME
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and v is not None}
     resume = None
@@ -211,9 +230,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
     from .models import CapsNet
-    from .train import checkpoint_test_batches, evaluate, select_device
+    from .training.checkpoint import load_model
+    from .training.evaluation import checkpoint_test_batches
+    from .training.loop import evaluate
+    from .training.speed import select_device
 
     device = select_device(args.device)
     model, state = load_model(args.checkpoint, map_location=device)
@@ -242,31 +263,37 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _make_subset(args: argparse.Namespace) -> int:
     from .data import SUBSET_PATH, build_subset
 
-    out = build_subset(out_path=args.out or SUBSET_PATH, root=args.data, n_train=args.n_train,
+    out = build_subset(out_path=SUBSET_PATH if args.into_package else args.out, root=args.data, n_train=args.n_train,
                        n_test=args.n_test, seed=args.seed)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command; a user's mistake ends in one line on stderr and exit status 2, never a traceback."""
-    from .checkpoint import CheckpointError
-    from .data import DataError
+    """Run one command; a user's mistake ends in one line on stderr and exit status 2, never a traceback.
 
-    args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "make-subset": _make_subset,
-                "export-pretrained": _export}
+    Ctrl-C ends with status 130 and one line, wherever it lands (while torch is still loading, too).
+    """
+    command = "capsedu"
     try:
+        from .data import DataError
+        from .training.checkpoint import CheckpointError
+
+        args = build_parser().parse_args(argv)
+        command = f"capsedu {args.command}"
+        handlers = {"train": _train, "evaluate": _evaluate, "make-subset": _make_subset,
+                    "export-pretrained": _export}
         return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
     except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
-        print(f"capsedu {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied, ... while reading or writing files
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"capsedu {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

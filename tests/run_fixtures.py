@@ -43,3 +43,14 @@ def send_sigint_at_optimizer_step(n):
             os.kill(os.getpid(), signal.SIGINT)
 
     return register_optimizer_step_pre_hook(hook)
+
+
+def one_line_error(capsys, *argv) -> str:
+    """Run ``capsedu argv`` in this process and return its error: one line on stderr, exit status 2."""
+    from capsedu.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err

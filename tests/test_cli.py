@@ -9,6 +9,7 @@ import torch
 from capsedu.checkpoint import save_checkpoint
 from capsedu.cli import main
 from capsedu.models import CapsNet
+from run_fixtures import one_line_error
 
 
 def run_cli(*args, env_extra=None):
@@ -32,20 +33,11 @@ def test_cli_train_and_evaluate_report_the_same_test_accuracy(tmp_path):
     assert e.stdout.strip().splitlines()[-1] == last
 
 
-def one_line_error(capsys, *argv):
-    """Run ``capsedu argv`` in this process; return its one-line error message."""
-    code = main(list(argv))
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
 @pytest.mark.parametrize("argv, message", [
     (("--device", "tpu"), "unknown device 'tpu'"),
     (("--device", "cuda:7"), "cuda:7"),
     (("--seed", str(2 ** 70)), "--seed must be an integer in"),
-    (("--lr", "0"), "--lr must be > 0"),
+    (("--lr", "0"), "--lr must be a finite number > 0.0, got 0.0"),
     (("--model", "baseline", "--loss", "margin"), "cross-entropy"),
 ])
 def test_bad_training_options_give_one_line_errors(tmp_path, capsys, argv, message):

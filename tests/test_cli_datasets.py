@@ -10,6 +10,7 @@ import torch
 from capsedu.cli import main
 from capsedu.data.smallnorb import SMALLNORB_FILES
 from dataset_files import write_cifar10, write_smallnorb, write_svhn
+from run_fixtures import one_line_error
 
 QUIET = ("--no-progress", "--batch-size", "8", "--epochs", "1")
 
@@ -23,14 +24,6 @@ def offline(monkeypatch):
         raise urllib.error.URLError("simulated: offline")
 
     monkeypatch.setattr(tv_utils, "download_url", refuse)
-
-
-def one_line_error(capsys, *argv) -> str:
-    code = main(list(argv))
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
 
 
 def test_smallnorb_trains_with_its_preset_and_evaluates_on_the_central_crop(tmp_path, capsys, offline):

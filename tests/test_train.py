@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-import capsedu.train as train_mod
+import capsedu.training.loop as train_mod
 from capsedu import BaselineCNN, CapsNet, margin_loss
 from capsedu.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from capsedu.data import Batches, load_mnist
@@ -66,7 +66,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=f"could not write checkpoint {path}: disk full"):
         save_checkpoint({"model_class": "capsnet", "model_config": {}, "model_state": {"w": torch.zeros(3)}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model_state"]["w"], torch.ones(3))
@@ -142,6 +142,7 @@ def test_learning_rate_decays_exponentially_per_step():
     (dict(dataset="imagenet"), "--dataset"), (dict(loss="hinge"), "--loss"),
     (dict(model="baseline", loss="margin"), "cross-entropy"), (dict(reconstruction_weight=-1.0), "--reconstruction"),
     (dict(train_limit=0), "--train-limit"), (dict(augment_shift=-2), "--augment-shift"),
+    (dict(output=""), "--output must name a directory"), (dict(routing_iterations=10 ** 6), r"in \[1, 100\]"),
 ])
 def test_invalid_training_settings_are_rejected_naming_the_flag(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):

@@ -59,7 +59,8 @@ __all__ = [
     "sample_pairs", "render_pairs", "pair_test_batches",
 ]
 
-# Every loader takes (split, *, root, download, subset, verbose) as load_mnist does and returns an ImageSplit.
+#: The stored data sets by name. Every loader is called as ``loader(split, root=..., download=..., subset=...,
+#: verbose=...)`` (:func:`load_split` passes them by keyword) and returns an :class:`ImageSplit`.
 DATASETS: Dict[str, Callable[..., ImageSplit]] = {
     "mnist": load_mnist,
     "cifar10": load_cifar10,

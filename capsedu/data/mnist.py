@@ -12,7 +12,7 @@ How the shipped subset was made
 ``capsedu/assets/mnist_subset.npz`` holds 5,000 training and 1,000 test digits, 10% per class,
 sampled with a seeded ``torch.Generator`` (seed 0) from full MNIST by :func:`build_subset`::
 
-    capsedu make-subset --data <dir-with-full-MNIST> --n-train 5000 --n-test 1000 --seed 0
+    capsedu make-subset --data <dir-with-full-MNIST> --n-train 5000 --n-test 1000 --seed 0 --into-package
 
 ``<dir-with-full-MNIST>`` is the folder that contains ``MNIST/raw/``. The file also stores
 the source index of every digit and a JSON ``meta`` string (seed, counts, SHA-256 of the raw
@@ -132,7 +132,7 @@ def _read_subset(split: str) -> Tuple[ImageSplit, dict]:
     """The shipped subset's ``split`` plus the sizes of both splits (for messages)."""
     path = SUBSET_PATH  # read at call time so tests can point it elsewhere
     hint = ("Reinstall capsedu, or rebuild it from full MNIST with "
-            "`capsedu make-subset --data <dir-with-full-MNIST>`.")
+            "`capsedu make-subset --data <dir-with-full-MNIST> --into-package`.")
     if not path.is_file():
         raise DataError(f"The shipped MNIST subset {path} is missing. {hint}")
     try:
@@ -253,7 +253,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def build_subset(
-    out_path: PathLike = SUBSET_PATH,
+    out_path: PathLike,
     root: Optional[PathLike] = None,
     n_train: int = 5000,
     n_test: int = 1000,

@@ -1,19 +1,24 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, with errors that say what is wrong."""
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked against the SHA-256 of their
+tensors, with errors that say what is wrong."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Iterator, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ._io import atomic_write
+from .._io import atomic_write
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state", "load_model", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state", "load_model", "state_checksum",
+           "FORMAT", "CHECKSUM_KEY"]
 
 FORMAT = "capsedu-checkpoint-v1"
+#: where a checkpoint keeps the SHA-256 of its tensors (checkpoints written before it existed have none)
+CHECKSUM_KEY = "sha256"
 PathLike = Union[str, os.PathLike]
 
 
@@ -21,18 +26,54 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, not a capsedu checkpoint, or does not fit the model."""
 
 
+def _tensors(value: Any, where: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    """Every tensor inside nested dicts, lists and tuples, with its path, in a fixed order."""
+    if isinstance(value, torch.Tensor):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != CHECKSUM_KEY:
+                yield from _tensors(item, f"{where}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for k, item in enumerate(value):
+            yield from _tensors(item, f"{where}/{k}")
+
+
+def state_checksum(state: Dict[str, Any]) -> str:
+    """SHA-256 of every tensor in ``state``: where it sits, its dtype, its shape and its bytes.
+
+    The same on any device and memory layout, so a checkpoint saved on a GPU checks on the CPU.
+    """
+    h = hashlib.sha256()
+    for where, tensor in _tensors(state, ""):
+        h.update(f"{where}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        if flat.numel():
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically.
+    """Write ``state`` to ``path`` atomically, with the SHA-256 of its tensors (:func:`state_checksum`).
 
     The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
     then renamed over ``path``: a crash or Ctrl-C mid-write leaves the previous checkpoint intact.
+
+    Raises:
+        CheckpointError: the file could not be written (e.g. the disk is full), naming it.
     """
     state = {"format": FORMAT, **state}
-    return atomic_write(path, lambda f: torch.save(state, f))
+    state[CHECKSUM_KEY] = state_checksum(state)
+    try:
+        return atomic_write(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}") from exc
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs on load)."""
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs on load) and check its tensors
+    against the SHA-256 it records (``state["sha256"]``; checkpoints older than the checksum have none)."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a directory; name the file (e.g. {path / 'last.pt'})")
@@ -49,6 +90,10 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {first})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a capsedu checkpoint (expected format {FORMAT!r})")
+    recorded = state.get(CHECKSUM_KEY)
+    if recorded is not None and recorded != state_checksum(state):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the SHA-256 recorded when it "
+                              f"was written (damaged or altered since)")
     for key in ("model_class", "model_config", "model_state"):
         if key not in state:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
@@ -79,7 +124,7 @@ def load_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: st
 
 def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
-    from .models import build_model
+    from ..models import build_model
 
     state = load_checkpoint(path, map_location)
     if not isinstance(state["model_config"], dict) or not isinstance(state["model_state"], dict):

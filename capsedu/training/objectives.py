@@ -1,7 +1,7 @@
 """Training objectives: what a step minimises, how the model is called, and how a batch is scored.
 
 An objective is called as ``objective(model, images, targets)`` and returns a :class:`StepResult`.
-The training loop (:mod:`capsedu.train`) knows nothing else about losses, so the same loop trains
+The training loop (:mod:`capsedu.training.loop`) knows nothing else about losses, so the same loop trains
 
 * a CapsNet with the margin loss (Eq. 4), with or without the reconstruction term
   (:class:`MarginLoss`, section 4.1's weight 0.0005 by default);
@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import check_number
+from ..checks import check_number
+from ..losses import RECONSTRUCTION_WEIGHT, capsule_loss_terms, check_margins, margin_loss, reconstruction_loss
+from ..models import CapsNet, CapsNetOutput
 from .distributed import unwrap
-from .losses import RECONSTRUCTION_WEIGHT, capsule_loss_terms, check_margins, margin_loss, reconstruction_loss
-from .models import CapsNet, CapsNetOutput
 
 __all__ = ["StepResult", "Objective", "MarginLoss", "CrossEntropy", "PairMarginLoss", "PairCrossEntropy", "OBJECTIVES",
            "PAIR_OBJECTIVES", "make_objective", "default_objective", "scores", "count_correct"]
@@ -155,7 +155,7 @@ class _PairObjective(Objective):
 
     @staticmethod
     def _check(images: Any, targets: torch.Tensor) -> None:
-        from .data import Pairs  # data imports torchvision; keep `import capsedu.objectives` light
+        from ..data import Pairs  # data imports torchvision; keep `import capsedu.objectives` light
 
         if not isinstance(images, Pairs):
             raise ValueError("pair batches hold capsedu.data.Pairs: the overlay and each digit alone, got "

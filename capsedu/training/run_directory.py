@@ -6,12 +6,16 @@ or an earlier run that would be overwritten without a word.
 
 The lock is an ``fcntl`` lock on ``.lock`` inside the directory. The operating system releases it
 when the process ends in any way (including ``kill -9``), so a crashed run never leaves a stale lock.
+A write cut short by ``kill -9`` leaves a temporary file beside the checkpoint; the next run that
+takes the lock removes it (no other run can be writing there then).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Optional, Union
+
+from .._io import TEMPORARY_SUFFIX
 
 __all__ = ["RunDirectoryError", "RunDirectory", "CHECKPOINT_NAME", "HISTORY_NAME", "LOCK_NAME"]
 
@@ -32,6 +36,8 @@ class RunDirectory:
     """
 
     def __init__(self, path: Union[str, os.PathLike]):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+            raise RunDirectoryError(f"--output must name a directory, got {path!r}")
         self.path = Path(path)
         self._lock_file: Optional[int] = None
 
@@ -70,7 +76,14 @@ class RunDirectory:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_file = fd
+        self._remove_stale_writes()
         return self
+
+    def _remove_stale_writes(self) -> None:
+        """Delete the temporary files of writes that a killed run never finished (see ``capsedu._io``)."""
+        for name in (CHECKPOINT_NAME, HISTORY_NAME):
+            for tmp in self.path.glob(f".{name}.*{TEMPORARY_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self._lock_file is not None:
