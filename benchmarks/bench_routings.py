@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
@@ -84,7 +85,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             if row["shape_label"] == label:
                 row["time_vs_dynamic"] = row["median_s"] / dynamic["median_s"]
     payload = {"benchmark": "routings", "quick": args.quick, "machine": machine_info(device), "note": args.note,
-               "command": "python benchmarks/bench_routings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": shlex.join(["python", "benchmarks/bench_routings.py",
+                                      *(argv if argv is not None else sys.argv[1:])]),
                "timing": "median wall-clock seconds of forward + backward, after one untimed call",
                "results": results}
     default = None if args.out else f"routings_{device.type}{'_quick' if args.quick else ''}"
