@@ -20,8 +20,8 @@ parent is a Gaussian cluster of the votes with a diagonal covariance, and routin
 
 The parent's pose is ``mu_j`` and its activation ``a_j`` from the last M-step. A parent is active when
 many present children agree closely (a small ``sigma``, so a negative cost); ``beta_u`` and ``beta_a``
-(one each per parent here) are learned. The inverse temperature ``lambda`` grows with the iteration; the
-paper gives no formula, the authors did on OpenReview (quoted in IBM/matrix-capsules-with-em-routing,
+(one each per parent here) are learned. The inverse temperature ``lambda`` grows with the iteration, by the
+schedule the authors gave in their answers on OpenReview (as quoted in IBM/matrix-capsules-with-em-routing,
 ``em_routing.py``): ``lambda_t = final_lambda (1 - 0.95^t)`` for iterations ``t = 1, 2, ...``, with
 ``final_lambda = 0.01`` (:func:`inverse_temperature`).
 
