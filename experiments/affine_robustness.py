@@ -96,8 +96,8 @@ MODELS = (("capsnet", "capsnet", 3), ("baseline", "baseline", None), ("capsnet-r
 def runs(scale: str, seeds: Sequence[int] = (0, 1)) -> List[Run]:
     """Seed by seed, CapsNet r = 3 and the baseline first (the comparison), r = 1 last (as time allows)."""
     out = []
-    until = Target(held_out_accuracy(scale), TARGET[scale], f"accuracy on {HELD_OUT[scale]:,} held-out training "
-                                                            f"digits placed at random")
+    until = Target(held_out_accuracy(scale), f"accuracy on {HELD_OUT[scale]:,} held-out training digits placed at "
+                                             f"random", level=TARGET[scale])
     order = [(m, seed) for seed in seeds for m in MODELS[:2]] + [(MODELS[2], seed) for seed in seeds]
     for (stem, model, iterations), seed in order:
         settings = dict(SCALES[scale], model=model, seed=seed, augment="place", canvas_size=CANVAS,

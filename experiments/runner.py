@@ -32,15 +32,34 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Target:
-    """Train epoch by epoch until ``measure(model, config)`` reaches ``level`` (at most ``config.epochs`` epochs).
+    """Train epoch by epoch, measuring ``measure(model, config)`` after each, until it reaches ``level``, or until
+    it has gained less than ``min_gain`` for ``patience`` epochs (a plateau); at most ``config.epochs`` epochs.
 
-    The paper's section 5.2 protocol: both models trained until the same clean accuracy, then tested on
-    affNIST. ``measure`` must not look at the test set (e.g. accuracy on held-out training digits).
+    The paper's section 5.2 protocol trains both models until the same clean accuracy; "until the curves
+    flatten" is the plateau. ``measure`` must not look at the test set (e.g. accuracy on held-out training
+    digits), so that the test set never decides when training stops.
     """
 
     measure: Callable[[torch.nn.Module, TrainConfig], float]
-    level: float
     name: str
+    level: Optional[float] = None
+    patience: Optional[int] = None
+    min_gain: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.level is None) == (self.patience is None):
+            raise ValueError("a Target needs either a level or a patience")
+
+    def reached(self, values: List[float]) -> bool:
+        """Whether the measured ``values`` (one per epoch so far) end the training."""
+        if self.level is not None:
+            return bool(values) and values[-1] >= self.level
+        if len(values) <= self.patience:
+            return False
+        return max(values[-self.patience:]) < max(values[:-self.patience]) + self.min_gain
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name, "level": self.level, "patience": self.patience, "min_gain": self.min_gain}
 
 
 @dataclass
@@ -161,12 +180,10 @@ def _train(run: Run, config: TrainConfig, checkpoint: Path, log: Callable[[str],
             model, _, _ = _read_back(checkpoint, config)
             trace.append({"epoch": done, "value": target.measure(model, config)})
             atomic_write(trace_path, lambda f: f.write(json.dumps(trace).encode()))
-            log(f"{name}: {target.name} after epoch {done}: {100 * trace[-1]['value']:.2f}% "
-                f"(target {100 * target.level:.2f}%)")
-        if at_end and (trace[-1]["value"] >= target.level or done >= config.epochs):
-            until = {"name": target.name, "level": target.level, "trace": trace,
-                     "reached": trace[-1]["value"] >= target.level}
-            return (*_read_back(checkpoint, config), until)
+            log(f"{name}: {target.name} after epoch {done}: {100 * trace[-1]['value']:.2f}%")
+        reached = at_end and target.reached([t["value"] for t in trace])
+        if at_end and (reached or done >= config.epochs):
+            return (*_read_back(checkpoint, config), {**target.describe(), "trace": trace, "reached": reached})
         log(f"{name}: {'resuming' if inside else 'training'} epoch {done + 1} (at most {config.epochs})")
         _fit_to(config, done + 1, checkpoint, log, progress)
 

@@ -38,13 +38,18 @@ def mnist_table(records: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _epochs(records: List[Dict[str, Any]], row) -> str:
+    return ", ".join(str(r["epochs"]) for r in sorted(records, key=lambda r: r["seed"]) if group_of(r) == row.key)
+
+
 def multimnist(records: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| run | pairs wrong, ours | seeds | mean overlap | paper |", "|---|---|---|---|---|"]
+    lines = ["| run | pairs wrong, ours | epochs | seeds | mean overlap | paper |", "|---|---|---|---|---|---|"]
     for row in summarize(records, label=lambda r: r["labels"]["label"],
                          value=lambda r: r["extra"]["multimnist_test_error"]):
         overlap = next(r["extra"]["mean_overlap"] for r in records if group_of(r) == row.key)
-        lines.append(f"| {row.label} | {format_percent(row)} | {_seeds(row)} | {100 * overlap:.1f} % | "
-                     f"{row.paper} % |")
+        paper = "-" if row.paper is None else f"{row.paper} %"
+        lines.append(f"| {row.label} | {format_percent(row)} | {_epochs(records, row)} | {_seeds(row)} | "
+                     f"{100 * overlap:.1f} % | {paper} |")
     return lines
 
 
@@ -54,9 +59,9 @@ def affine_robustness(records: List[Dict[str, Any]]) -> List[str]:
     held = {row.key: row for row in summarize(records, value=lambda r: r["extra"]["until"]["trace"][-1]["value"])}
     clean = {row.key: row for row in summarize(records, value=lambda r: r["test_accuracy"])}
     for row in summarize(records, value=lambda r: r["extra"]["affine_test_accuracy"]):
-        epochs = ", ".join(str(r["epochs"]) for r in sorted(records, key=lambda r: r["seed"]) if group_of(r) == row.key)
-        lines.append(f"| {_name(row)} | {epochs} | {format_percent(held[row.key])} | {format_percent(clean[row.key])} "
-                     f"| {format_percent(row)} | {_seeds(row)} | {PAPER_AFFINE.get(_name(row), '-')} |")
+        lines.append(f"| {_name(row)} | {_epochs(records, row)} | {format_percent(held[row.key])} | "
+                     f"{format_percent(clean[row.key])} | {format_percent(row)} | {_seeds(row)} | "
+                     f"{PAPER_AFFINE.get(_name(row), '-')} |")
     targets = sorted({(r["extra"]["until"]["level"], r["extra"]["until"]["name"]) for r in records})
     sets = sorted({r["extra"]["affine_test"] for r in records})
     lines.append("")
