@@ -258,6 +258,7 @@ SLIDE_PARAGRAPH_CHARS = 480      # a longer first paragraph keeps only its first
 SLIDE_LEAD_CHARS = 300           # ... as many as fit in this many characters (at least one)
 _KEPT_BLOCK = re.compile(r"^(#|\$\$|\* |- |\d+\. |\||>|```)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*(])")
+_ABBREVIATION = re.compile(r"(\b(Figs?|Eqs?|eqs?|al|e\.g|i\.e|vs|cf|Sec|No)|\b[A-Z])\.$")   # "Fig. 4", "G. Hinton"
 
 
 def slide_and_notes(markdown: str) -> Tuple[str, str]:
@@ -284,7 +285,8 @@ def slide_and_notes(markdown: str) -> Tuple[str, str]:
 def _lead(paragraph: str) -> Tuple[str, ...]:
     """``(lead, rest)``: the paragraph's first sentences, as many as fit in ``SLIDE_LEAD_CHARS`` (at least
     one), and the rest; sentences end only outside inline math. The whole paragraph if none ends there."""
-    ends = [m for m in _SENTENCE_END.finditer(paragraph) if paragraph[:m.start()].count("$") % 2 == 0]
+    ends = [m for m in _SENTENCE_END.finditer(paragraph)
+            if paragraph[:m.start()].count("$") % 2 == 0 and not _ABBREVIATION.search(paragraph[:m.start()])]
     if not ends:
         return (paragraph,)
     cut = ([m for m in ends if m.start() <= SLIDE_LEAD_CHARS] or ends[:1])[-1]

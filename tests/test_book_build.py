@@ -121,6 +121,9 @@ def test_slides_keep_headings_equations_lists_and_the_lead_and_move_the_rest_to_
                                     + "Second sentence.", "$$c = 1$$", "* a list\n* kept", "| a | b |\n|---|---|"]
     assert notes.split("\n\n") == ["Second sentence. " * 14 + "Second sentence.", "An explanation."]
     assert bookbuild.slide_and_notes("## Short\n\nOne paragraph.") == ("## Short\n\nOne paragraph.", "")
+    cited = "As Sabour et al. (2017, Appendix A, Figs. A.1 and A.2) and G. Hinton say. " + "Then more. " * 40
+    assert bookbuild.slide_and_notes(cited)[0].startswith("As Sabour et al. (2017, Appendix A, Figs. A.1 and A.2) and "
+                                                          "G. Hinton say. Then more.")
 
 
 def test_slides_show_each_cells_explanation_as_notes_and_the_session_deck_adds_presenter_notes(tmp_path):
