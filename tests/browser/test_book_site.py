@@ -6,7 +6,8 @@ import json
 import pytest
 
 from .conftest import BOOK, bookbuild
-from .pagecheck import broken_images, broken_local_links, math_report, wait_for_mathjax
+from .pagecheck import (broken_images, broken_local_links, cut_images, math_report, overflowing_outputs,
+                        slide_reports, wait_for_mathjax)
 
 pytestmark = pytest.mark.browser
 
@@ -78,14 +79,49 @@ def test_chapter_pages_have_contents_prev_next_figures_and_collapsed_solutions(b
         total_figures += figures
         solutions = sum("hide-cell" in tags for tags in _tags(stem))     # tests/test_book_build.py checks the tags
         total_solutions += solutions
-        folded = page.locator("details.hide")
-        assert folded.count() == solutions, stem
+        folded = page.locator("details.hide")                 # the solutions, and code folded above its output
+        assert folded.count() == solutions + sum("hide-input" in tags for tags in _tags(stem)), stem
         assert all(not d.evaluate("d => d.open") for d in folded.all()), f"{stem}: a solution is not collapsed"
         if solutions:
             assert not folded.first.locator(".cell_input").is_visible()
             folded.first.locator("summary").click()
             assert folded.first.locator(".cell_input").is_visible()
     assert total_figures >= 20 and total_solutions >= 3 * len(CHAPTERS)
+
+
+def test_printed_outputs_fit_the_text_column_and_no_figure_is_cut(built_book, offline_page):
+    """At a 1280 px window, no printed result hides a part behind a scroll bar or past the column's edge."""
+    failures = {}
+    for stem in CHAPTERS:
+        page, _ = offline_page((built_book["html"] / f"{stem}.html").as_uri(), width=1280)
+        wide = overflowing_outputs(page, ".cell_output pre, .cell_output table")
+        cut = cut_images(page, ".bd-article")
+        if wide or cut:
+            failures[stem] = {"outputs wider than the column": wide, "figures cut": cut}
+    assert not failures, failures
+
+
+def test_every_slide_fits_1280x720_with_readable_text_and_session_slides_have_notes(built_book, offline_page):
+    """No slide of any deck is taller or wider than the screen or cuts a figure, an output or code; no text is
+    smaller than 14 px; every content slide of the session deck has speaker notes (what to say and ask)."""
+    width, height = bookbuild.SLIDE_SIZE
+    failures = {}
+    for deck in sorted(built_book["slides"].glob("*.slides.html")):
+        page, _ = offline_page(deck.as_uri(), width=width, height=height)
+        page.wait_for_selector(".reveal.ready", timeout=30_000)
+        for r in slide_reports(page):
+            problems = []
+            if r["height"] > r["limit"][1] or r["width"] > r["limit"][0]:
+                problems.append(f"{r['width']}x{r['height']} px, more than {r['limit'][0]}x{r['limit'][1]}")
+            if r["cut"]:
+                problems.append(f"cut: {r['cut']}")
+            if r["smallest_text_px"] is not None and r["smallest_text_px"] < 14:
+                problems.append(f"text of {r['smallest_text_px']:.1f} px")
+            if deck.name == "session.slides.html" and r["content"] and r["notes"] < 80:
+                problems.append("no speaker notes")
+            if problems:
+                failures[f"{deck.name} {r['index']['h']}.{r['index'].get('v') or 0} {r['title'][:40]!r}"] = problems
+    assert not failures, failures
 
 
 def test_widgets_show_static_figures_and_how_to_run_them_live(built_book, offline_page):
@@ -124,8 +160,8 @@ def test_slide_decks_open_offline_with_figures_notes_and_only_the_tagged_code(bu
         shown = page.locator(".reveal .slides img").count()
         if shown < (10 if stem == "session" else _slide_figures(stem, built_book["cache"])):
             problems["figures"] = shown
-        notes = page.locator("aside.notes").count()
-        if (notes < 1) if stem == "session" else (notes != _notes_cells(stem)):
+        notes = page.locator("aside.notes").count()      # the notes cells, and the prose moved off the slides
+        if notes < (1 if stem == "session" else _notes_cells(stem)):
             problems["speaker notes"] = notes
         if stem != "session":
             tagged = sum("slides-show-input" in t for t in _tags(stem))
