@@ -116,9 +116,12 @@ def squash_vjp(s: torch.Tensor, grad_v: torch.Tensor, dim: int = -1, eps: float 
     root = torch.sqrt(sq_norm + eps * k2)
     one_plus = k2 + sq_norm
     scale = _scale(sq_norm, k2, eps)  # f, in t's units
-    d_scale = (k2 / one_plus - 0.5 * sq_norm / (sq_norm + eps * k2)) / (one_plus * root)  # f', in t's units
-    radial = (t * g).sum(dim=dim, keepdim=True)  # t . grad_v
-    return (k * (scale * g + (2.0 * d_scale * radial) * t)).to(s.dtype)  # chain rule through t = k s
+    # 2 f' (t . g) t with u = t / root: f' alone would overflow for huge vectors, whose k^2 underflows to 0
+    # (one_plus * root is then ~ ||t||^3, subnormal); u and root / one_plus stay representable.
+    u = t / root
+    radial = (u * g).sum(dim=dim, keepdim=True)  # u . grad_v
+    bend = (k2 / one_plus - 0.5 * sq_norm / (sq_norm + eps * k2)) * (root / one_plus)
+    return (k * (scale * g + (2.0 * bend * radial) * u)).to(s.dtype)  # chain rule through t = k s
 
 
 def capsule_length(v: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:

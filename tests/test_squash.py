@@ -167,3 +167,24 @@ def test_a_negative_or_non_finite_eps_is_refused_instead_of_returning_nan(eps):
     for call in (lambda: squash(s, eps=eps), lambda: capsule_length(s, eps=eps), lambda: squash_scale(s, eps=eps)):
         with pytest.raises(ValueError, match=r"eps must be a finite number >= 0.0"):
             call()
+
+
+@pytest.mark.parametrize("magnitude", [1e-20, 1e-4, 1.0, 1e8, 1e15, 1e16, 1e17, 1e19, 1e30, 1e37])
+def test_squash_vjp_stays_finite_and_equals_autograd_from_tiny_to_huge_float32_vectors(magnitude):
+    # huge vectors are rescaled by k = 2^-100, whose square underflows in float32: f' must not be formed alone
+    s = torch.randn(64, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * magnitude
+    g = torch.randn(64, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s32 = s.float()
+    exact = s32.double().requires_grad_()
+    (reference,) = torch.autograd.grad(squash(exact), exact, g)
+    got = squash_vjp(s32, g.float())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
+
+
+def test_routing_gradients_stay_finite_for_predictions_of_1e16():
+    from capsedu import dynamic_routing
+
+    u_hat = (torch.randn(2, 30, 10, 4, generator=torch.Generator().manual_seed(2)) * 1e16).requires_grad_()
+    dynamic_routing(u_hat, 3).sum().backward()
+    assert torch.isfinite(u_hat.grad).all()
