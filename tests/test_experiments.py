@@ -343,3 +343,15 @@ def test_the_committed_retest_of_the_shipped_affine_models_covers_every_set_at_f
         assert set(model["examples"].values()) == {10000}
         # the calibrated set moves digits beyond the training placement: harder than the first generated set
         assert model["accuracy"]["calibrated"] < model["accuracy"]["generated-v1"] < model["accuracy"]["clean"]
+
+
+def test_analyse_multimnist_reports_every_analysis_of_the_shipped_model(tmp_path):
+    from experiments.analyse_multimnist import main as analyse_main
+
+    assert analyse_main(["--subset", "--n", "40", "--out", str(tmp_path / "a.json")]) == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["pairs"] == 40 and sum(row["pairs"] for row in result["error_by_overlap"]) == 40
+    assert set(result["routing_sweep"]) == {"1", "2", "3", "5"} and result["trained_with_iterations"] == 3
+    assert result["routing_sweep"]["3"] == pytest.approx(result["error"])
+    assert 1 - result["error"] <= result["at_least_one_right"] <= 1
+
