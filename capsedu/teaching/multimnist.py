@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..checks import check_int
 from ..data.multimnist import MultiMNIST, Pairs
 
 __all__ = ["PairReading", "PairColumn", "read_pairs", "figure_columns", "pair_colour_image", "draw_pairs",
@@ -204,8 +205,7 @@ def figure_columns(reading: PairReading, n_right: int = 4, n_forced: int = 2, n_
     when the batch has fewer such pairs (a good model may make no mistake in a small batch).
     """
     for name, value in (("n_right", n_right), ("n_forced", n_forced), ("n_wrong", n_wrong)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_int(value, name, low=0)
     right = reading.correct.nonzero().flatten().tolist()
     wrong = (~reading.correct).nonzero().flatten().tolist()
 

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Tuple
 
 import torch
 
+from ..checks import check_int
 from ..objectives import Objective
 from ..train import StepRecord, train_epoch
 
@@ -38,8 +39,7 @@ def train_steps(model: torch.nn.Module, batches: Iterable[Batch], objective: Obj
     Returns ``{"loss": [...], "accuracy": [...]}`` with one entry per step (accuracy on that step's
     batch), plus one list per loss term of the objective (e.g. ``"margin"``, ``"reconstruction"``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int(steps, "steps", low=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history: Dict[str, List[float]] = {"loss": [], "accuracy": []}
 
