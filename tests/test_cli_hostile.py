@@ -81,8 +81,18 @@ def test_ctrl_c_while_the_command_is_still_starting_ends_in_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "capsedu.cli", "train", "--subset", "--no-progress", "--output",
                              str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    time.sleep(0.3)  # torch is still loading
-    proc.send_signal(signal.SIGINT)
+    maps = f"/proc/{proc.pid}/maps"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # until torch's libraries start to load
+        try:
+            with open(maps) as f:
+                if "torch" in f.read():
+                    break
+        except FileNotFoundError:  # no /proc (macOS): give the interpreter time to start instead
+            time.sleep(0.5)
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # torch is still loading
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("interrupted"), err
