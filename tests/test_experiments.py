@@ -355,3 +355,12 @@ def test_analyse_multimnist_reports_every_analysis_of_the_shipped_model(tmp_path
     assert result["routing_sweep"]["3"] == pytest.approx(result["error"])
     assert 1 - result["error"] <= result["at_least_one_right"] <= 1
 
+
+
+def test_the_committed_multimnist_analysis_is_of_all_test_pairs_and_agrees_with_the_shipped_record():
+    from experiments.analyse_multimnist import OUT
+
+    committed = json.loads(OUT.read_text())
+    shipped = json.loads((REPO / "capsedu" / "assets" / "multimnist_capsnet_small.json").read_text())
+    assert committed["pairs"] == 10000 and committed["command"] == "python -m experiments.analyse_multimnist"
+    assert 1 - committed["error"] == pytest.approx(shipped["test_accuracy_shipped"]["full"]["accuracy"])
