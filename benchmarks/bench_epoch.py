@@ -8,7 +8,8 @@ The whole data set lives on the device (``capsedu.data.Batches``) and the paper'
 (random shifts of up to 2 pixels, ``capsedu.data.RandomShift``) runs there too, so no data loader
 stands between the GPU and the next batch. The model is the paper's CapsNet (``--preset``), trained
 with ``capsedu.train.train_epoch`` (Adam, exponential decay) and the fast options of
-``capsedu.fast`` (``--compile``/``--amp``/``--channels-last``: default on for CUDA, off on the CPU).
+``capsedu.fast`` (``--compile``/``--amp``/``--channels-last``, ``auto`` as ``capsedu train`` resolves them:
+compile on CUDA only, bf16 autocast on CUDA and on CPUs with native bf16, channels-last everywhere).
 
 On the CPU a full epoch of the paper network takes far too long to measure here, so the script
 times ``--cpu-steps`` steps and reports ``epoch_seconds_extrapolated = median step * steps per

@@ -2,7 +2,8 @@
 ``capsedu export-pretrained CHECKPOINT``.
 
 The defaults run on a 2-core laptop without GPU or internet: ``capsedu train`` trains the small
-CapsNet for one epoch (a few minutes) and ends with ``test accuracy: NN.NN%``.
+CapsNet with the quick recipe (two epochs under a one-cycle schedule, a few minutes, about 99.2 % on the full
+MNIST) and ends with ``test accuracy: NN.NN%``; ``--recipe paper`` starts from the paper's schedule instead.
 
 Data-parallel training: ``torchrun --nproc_per_node=N -m capsedu.cli train ...`` (see
 :mod:`capsedu.distributed`); ``--compile``/``--amp``/``--channels-last`` (see :mod:`capsedu.fast`).

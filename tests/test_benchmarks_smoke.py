@@ -55,7 +55,11 @@ def test_train_step_benchmark_compares_naive_and_capsedu(tmp_path):
     out = tmp_path / "train.json"
     data = _read(_load("bench_train_step").main(["--quick", "--out", str(out)]), out)
     names = [r["variant"] for r in data["results"]]
-    assert names[:2] == ["naive", "capsedu"] and names[-1] == "baseline-cnn"
+    assert names[:2] == ["naive", "capsedu"] and "baseline-cnn" in names
+    from capsedu.fast import resolve_amp
+
+    # bf16 rows where capsedu train would use bf16, for the CapsNet and the CNN alike
+    assert ("capsedu+amp" in names) == ("baseline-cnn+amp" in names) == resolve_amp("auto", "cpu")
     assert data["macs_per_image"]["baseline_cnn"] > data["macs_per_image"]["capsnet"] > 0
     assert data["max_abs_diff_naive_vs_capsedu"] < 1e-5  # the two formulations compute the same function
     for r in data["results"]:
@@ -140,3 +144,10 @@ def test_peer_benchmark_times_capsedu_in_both_precisions_without_peer_folders(tm
                                                                                 ("capsedu", "bf16")]
     assert all(r["step_median_s"] > 0 and r["parameters"] == 8_215_568 for r in data["results"])
     assert data["speedups"] == {}
+
+
+def test_the_readmes_performance_table_is_the_summary_of_the_recorded_results():
+    summarize = _load("summarize")
+    assert summarize.readme_block_matches(), "refresh it: python benchmarks/summarize.py --readme"
+    table = summarize.readme_table()
+    assert table.count("\n") > 5 and "bench_time_to_accuracy.py" in table and "bench_peers.py" in table
