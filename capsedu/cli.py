@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -276,10 +277,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     Ctrl-C ends with status 130 and one line, wherever it lands (while torch is still loading, too).
     """
     command = "capsedu"
+    interrupted = []
+
+    def on_sigint(signum, frame):  # Python's own behaviour, remembered: a library may swallow the exception
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         from .data import DataError
         from .training.checkpoint import CheckpointError
 
+        if interrupted:  # Ctrl-C landed inside an import whose library caught the KeyboardInterrupt
+            raise KeyboardInterrupt
         args = build_parser().parse_args(argv)
         command = f"capsedu {args.command}"
         handlers = {"train": _train, "evaluate": _evaluate, "make-subset": _make_subset,
@@ -295,6 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"{command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -253,7 +253,9 @@ class CapsNet(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "CapsNet":
         """The network of preset ``name`` (:data:`PRESETS`) with some :class:`CapsNetConfig` fields replaced."""
-        return cls(CapsNetConfig.from_preset(name, **overrides))
+        model = cls(CapsNetConfig.from_preset(name, **overrides))
+        model.preset = name
+        return model
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "CapsNet":
@@ -418,7 +420,9 @@ class BaselineCNN(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "BaselineCNN":
         """The network of preset ``name`` (:data:`BASELINE_PRESETS`) with some fields replaced."""
-        return cls(BaselineCNNConfig.from_preset(name, **overrides))
+        model = cls(BaselineCNNConfig.from_preset(name, **overrides))
+        model.preset = name
+        return model
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "BaselineCNN":
