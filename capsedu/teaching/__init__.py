@@ -32,6 +32,13 @@ its widget (``*_widget``, an :class:`~capsedu.teaching.interactive.InteractiveFi
   sweeps; their figures and the warp widget
 * ``multimnist``    chapter 7: reading a pair-trained CapsNet (paper Fig. 5): reconstructions from the
   labels', the predicted and an absent class's capsules; its figure
+* ``overlap``       chapter 7: how much two digits of a MultiMNIST pair overlap (``measure_overlap``)
+* ``pair_analysis`` chapter 7: a MultiMNIST model's error by overlap, at least one digit right, and the
+  routing-iteration sweep at test time
+* ``short_runs``    chapters 5-6: short runs of a few hundred Adam steps on the library's training loop,
+  to compare losses by their early learning curves
+* ``verdicts``      chapter 8: each of the paper's claims judged from chapter 7's records, with its evidence
+  and seeds
 
 Shared by the topics:
 
