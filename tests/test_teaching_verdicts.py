@@ -52,6 +52,10 @@ def test_the_affine_verdict_compares_hard_set_accuracy_higher_is_better_and_name
                + [r for s, a in enumerate((0.60, 0.62)) for r in _rec([0.01], [s], extra(a), model="baseline")])
     verdict = affine_verdict(records)
     assert verdict.holds is True and verdict.seeds == 2 and "hard set: generated set" in verdict.evidence
+    assert "fixed number of epochs" in verdict.evidence  # no record stopped at a held-out accuracy
+    for r in records:
+        r["extra"]["until"] = {"name": "held-out accuracy", "level": 0.985, "reached": True}
+    assert "trained to one held-out accuracy" in affine_verdict(records).evidence
 
 
 def test_the_data_verdict_judges_each_size_by_its_own_spread_and_reports_the_model_without_decoder():
