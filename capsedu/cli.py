@@ -58,6 +58,8 @@ def _number(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS, PAIR_DATASETS
     from .models import BASELINE_PRESETS, MODELS, PRESETS
+    from .efficient_capsnet import EFFICIENT_PRESETS  # noqa: I001  (after models, which it subclasses)
+    from .routings import ROUTINGS
     from .training.config import RECIPES, TrainConfig
     from .training.objectives import OBJECTIVES
     from .training.optim import SCHEDULES
@@ -71,12 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a CapsNet (or the baseline CNN)",
                        description="Train a model. Defaults are shown in brackets; with --resume, options not "
                                    "given are taken from the checkpoint.")
-    t.add_argument("--model", choices=sorted(MODELS), default=None, help=f"[{d.model}]")
-    t.add_argument("--preset", choices=["auto", *sorted(set(PRESETS) | set(BASELINE_PRESETS))], default=None,
+    t.add_argument("--model", choices=sorted(MODELS), default=None,
+                   help=f"'capsnet' (Sabour et al.), 'baseline' (section 5's CNN) or 'efficient-capsnet' (Mazzia et "
+                        f"al. 2021, 161,824 parameters without decoder) [{d.model}]")
+    t.add_argument("--preset", choices=["auto", *sorted(set(PRESETS) | set(BASELINE_PRESETS) | set(EFFICIENT_PRESETS))],
+                   default=None,
                    help="model size: 'small' for CPUs, 'paper' for the paper's networks (CapsNet 8.2M parameters, "
                         "baseline 35.4M), 'cifar10', 'smallnorb', 'svhn' for section 7's CapsNets, 'affine-small' "
-                        "for a baseline matching the small CapsNet's parameters on a 40x40 canvas; 'auto': the "
-                        f"data set's ('small' for MNIST, its paper network for the others) [{d.preset}]")
+                        "for a baseline matching the small CapsNet's parameters on a 40x40 canvas, 'mnist' for "
+                        "Efficient-CapsNet's; 'auto': the data set's ('small' for MNIST, its paper network for the "
+                        f"others; 'mnist' for efficient-capsnet) [{d.preset}]")
     t.add_argument("--dataset", choices=sorted([*DATASETS, *PAIR_DATASETS]), default=None,
                    help=f"mnist, cifar10, svhn or smallnorb (the README's Data section says where the files go), or "
                         f"multimnist: fresh pairs of overlapping MNIST digits every epoch, tested on 10,000 fixed "
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting settings that the flags above override: 'quick' " + _describe_recipe("quick")
                         + "; 'paper' " + _describe_recipe("paper") + " [quick]")
     t.add_argument("--routing-iterations", type=_iterations, default=None, help=f"[{d.routing_iterations}]")
+    t.add_argument("--routing", choices=sorted(ROUTINGS), default=None,
+                   help="the capsule layer's routing: " + "; ".join(f"'{name}' {what}" for name, what in _ROUTING_HELP.items())
+                        + f" [{d.routing}; " + ", ".join(f"{r} for {m}" for m, r in _MODEL_ROUTING.items()) + "]")
     t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
                    help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
     t.add_argument("--no-reconstruction", dest="reconstruction", action="store_const", const=False, default=None,
@@ -173,6 +182,18 @@ def _package_target(parser: argparse.ArgumentParser, what: str, packaged: str) -
     where.add_argument("--into-package", action="store_true", help=f"replace {packaged} inside the package")
 
 
+#: One line per routing of :data:`capsedu.routings.ROUTINGS`, for ``capsedu train --help``.
+_ROUTING_HELP = {
+    "dynamic": "routing by agreement, Sabour et al. 2017, Procedure 1 (--routing-iterations r)",
+    "uniform": "no routing, every coupling 1/n_out",
+    "self-attention": "Efficient-CapsNet's one-pass self-attention routing, Mazzia et al. 2021",
+    "inverted-attention": "inverted dot-product attention, Tsai et al. 2020 (--routing-iterations r)",
+    "em": "EM routing, Hinton, Sabour & Frosst 2018 (--routing-iterations r)",
+}
+
+#: The routing ``capsedu train --model NAME`` uses when ``--routing`` is not given: each model's paper's.
+_MODEL_ROUTING = {"efficient-capsnet": "self-attention"}
+
 #: ``capsedu train`` options that are not training settings
 _NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress", "recipe")
 
@@ -220,6 +241,8 @@ def _train(args: argparse.Namespace) -> int:
         if "output" not in given and args.resume:
             config = replace(config, output=str(Path(args.resume).parent))
     else:
+        if "routing" not in given and given.get("model") in _MODEL_ROUTING:
+            given["routing"] = _MODEL_ROUTING[given["model"]]
         config = TrainConfig(**{**RECIPES[args.recipe], **given})
     start = time.perf_counter()
     result = fit(config, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)

@@ -142,7 +142,9 @@ class EfficientCapsNet(CapsNet):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "EfficientCapsNet":
         """The network of preset ``name`` (:data:`EFFICIENT_PRESETS`) with some fields replaced."""
-        return cls(EfficientCapsNetConfig.from_preset(name, **overrides))
+        model = cls(EfficientCapsNetConfig.from_preset(name, **overrides))
+        model.preset = name  # as CapsNet.from_preset: the trainer built it from this preset, resized or not
+        return model
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "EfficientCapsNet":

@@ -296,6 +296,19 @@ class CapsNet(nn.Module):
         """Prediction vectors ``u_hat_{j|i}`` (Eq. 2) for the routing chapter: ``(batch, n_primary, n_classes, digit_dim)``."""
         return self.digits.predictions(self.primary_capsules(images))
 
+    def couplings(self, images: torch.Tensor, routing_iterations: Optional[int] = None
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The votes and the couplings the model's own routing procedure gives them on ``images``:
+        ``(u_hat (batch, n_primary, n_classes, digit_dim), c (batch, n_primary, n_classes))``.
+
+        Every procedure of :data:`capsedu.routings.ROUTINGS` hands back its couplings (EM routing its
+        assignments, the attention routings their softmax weights), so chapter 7.6's entropy and polarisation
+        measure any of them; with a none-of-the-above category (section 7) ``c`` holds the classes' share only.
+        """
+        u = self.primary_capsules(images)
+        _, c = self.digits(u, iterations=routing_iterations, return_couplings=True)
+        return self.digits.predictions(u), c
+
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsules of ``classes`` (indices ``(batch,)`` or a mask ``(batch, n_classes)``)."""
         if self.decoder is None:

@@ -14,7 +14,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -212,7 +212,7 @@ def execute(run: Run, results: Path, runs: Path, log: Callable[[str], None] = pr
     device = str(next(model.parameters()).device)
     record = {
         "format": records.RECORD_FORMAT, "experiment": run.experiment, "run": run.name, "key": run.key,
-        "scale": run.scale, "labels": run.labels, "config": asdict(config), "seed": config.seed,
+        "scale": run.scale, "labels": run.labels, "config": config.to_dict(), "seed": config.seed,
         "epochs": len(history),
         "wall_seconds": round(time.perf_counter() - start, 1),  # this invocation (a resumed run: the rest only)
         "train_seconds": round(sum(h["seconds"] for h in history), 1),

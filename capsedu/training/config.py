@@ -2,28 +2,35 @@
 settings a resumed run may change."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
 
 from ..checks import check_int, check_number
 from ..models import BASELINE_PRESETS, MODELS, PRESETS
+from ..efficient_capsnet import EFFICIENT_PRESETS  # noqa: I001  (after models, which it subclasses)
 from ..routing import GRADIENT_MODES, check_iterations
+from ..routings import check_routing
 from .objectives import OBJECTIVES, PAIR_OBJECTIVES, Objective, make_objective
 from .optim import SCHEDULES
 
-__all__ = ["TrainConfig", "RECIPES", "RESUME_ADJUSTABLE", "model_input_shape"]
+__all__ = ["TrainConfig", "RECIPES", "RESUME_ADJUSTABLE", "CAPSULE_MODELS", "model_input_shape"]
+
+#: The models of :data:`capsedu.models.MODELS` that return capsules (a ``CapsNetOutput``): they train with the margin
+#: loss and route with ``TrainConfig.routing``; the others return logits.
+CAPSULE_MODELS = ("capsnet", "efficient-capsnet")
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in its checkpoints)."""
 
-    model: str = "capsnet"               # a name in capsedu.models.MODELS: "capsnet" or "baseline"
+    model: str = "capsnet"               # a name in capsedu.models.MODELS: "capsnet", "baseline", "efficient-capsnet"
     preset: str = "auto"                 # model size: "small" (CPU) or "paper" (CapsNet and baseline alike), a data
-                                         # set's CapsNet ("cifar10", "smallnorb", "svhn"), or "auto": the data set's
-                                         # (capsedu.data.recipes: "small" for MNIST; "small" for the baseline)
+                                         # set's CapsNet ("cifar10", "smallnorb", "svhn"), Efficient-CapsNet's
+                                         # "mnist", or "auto": the data set's (capsedu.data.recipes: "small" for
+                                         # MNIST; "small" for the baseline; "mnist" for Efficient-CapsNet)
     dataset: str = "mnist"               # a name in capsedu.data.DATASETS, or "multimnist" (capsedu.data.PAIR_DATASETS:
                                          # fresh pairs of MNIST training digits every epoch, section 6)
     epochs: int = 1
@@ -35,6 +42,10 @@ class TrainConfig:
                                          # over the run; lr is its peak); capsedu train's quick recipe uses one-cycle
     routing_iterations: int = 3
     routing_gradient: str = "all"
+    routing: str = "dynamic"             # the capsule layer's procedure, a key of capsedu.routings.ROUTINGS (capsule
+                                         # models only; Efficient-CapsNet's own is "self-attention", which capsedu
+                                         # train picks for it when --routing is not given). Left out of to_dict()
+                                         # when "dynamic", so such a run is stored as before the field existed
     reconstruction: bool = True          # CapsNet with the decoder
     loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline; on pairs
                                          # pair-margin and pair-bce) or a name in training.objectives.OBJECTIVES
@@ -70,14 +81,18 @@ class TrainConfig:
                 raise ValueError(f"{_flag(name)} must be one of {sorted(options)}, got {getattr(self, name)!r}")
 
         choice("model", MODELS)
-        choice("preset", ["auto", *PRESETS, *BASELINE_PRESETS])
+        choice("preset", ["auto", *PRESETS, *BASELINE_PRESETS, *EFFICIENT_PRESETS])
         if self.model == "capsnet" and self.preset not in ("auto", *PRESETS):
             raise ValueError(f"--preset must be one of {sorted(PRESETS)} for a CapsNet, got {self.preset!r}")
+        if self.model == "efficient-capsnet" and self.preset not in ("auto", *EFFICIENT_PRESETS):
+            raise ValueError(f"--preset must be one of {sorted(EFFICIENT_PRESETS)} for the efficient-capsnet, "
+                             f"got {self.preset!r}")
         choice("dataset", [*DATASETS, *PAIR_DATASETS])
         choice("augment", AUGMENTATIONS)
         choice("routing_gradient", GRADIENT_MODES)
         choice("loss", ["auto", *OBJECTIVES])
         choice("schedule", SCHEDULES)
+        check_routing(self.routing, prefix="--")
         if self.model == "baseline" and self.preset not in ("auto", *BASELINE_PRESETS):
             raise ValueError(f"--preset must be one of {sorted(BASELINE_PRESETS)} for the baseline, got {self.preset!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "train_repeat"):
@@ -98,8 +113,9 @@ class TrainConfig:
         check_number(self.reconstruction_weight, _flag("reconstruction_weight"), low=0.0)
         if not isinstance(self.output, str) or not self.output.strip():
             raise ValueError(f"--output must name a directory, got {self.output!r}")
-        if self.model == "baseline" and self.loss == "margin":
+        if self.model not in CAPSULE_MODELS and self.loss == "margin":
             raise ValueError("the baseline CNN returns logits: train it with --loss cross-entropy (or auto)")
+        self._validate_routing()
         self._validate_pairs(PAIR_DATASETS)
         for name in ("compile", "amp", "channels_last"):
             if getattr(self, name) not in (True, False, "auto"):
@@ -112,9 +128,28 @@ class TrainConfig:
         self.transforms()  # e.g. --crop-size without cropping
         return self
 
+    def _validate_routing(self) -> None:
+        """``routing`` and ``routing_gradient`` only where they mean something: capsule models route, and only the
+        CapsNet's dynamic routing has a gradient mode (or a none-of-the-above category, section 7's CIFAR-10)."""
+        if self.routing != "dynamic" and self.model not in CAPSULE_MODELS:
+            raise ValueError(f"--routing {self.routing} routes capsules, and the {self.model} has none: use --model "
+                             f"{' or '.join(CAPSULE_MODELS)}, or drop --routing")
+        if self.routing_gradient != "all" and self.model == "efficient-capsnet":
+            raise ValueError(f"--routing-gradient {self.routing_gradient} applies to the capsnet's dynamic routing "
+                             f"only, not to the efficient-capsnet; drop --routing-gradient")
+        if self.routing_gradient != "all" and self.routing != "dynamic":
+            raise ValueError(f"--routing-gradient {self.routing_gradient} applies to dynamic routing only, not to "
+                             f"--routing {self.routing}; drop one of them")
+        preset = PRESETS.get(self.resolved_preset()) if self.model == "capsnet" else None
+        if self.routing != "dynamic" and preset is not None and preset.none_of_the_above:
+            raise ValueError(f"--routing {self.routing}: the {self.resolved_preset()} preset routes with a "
+                             f"none-of-the-above category, which only dynamic routing has; use --routing dynamic "
+                             f"or another --preset")
+
     def _validate_pairs(self, pair_datasets) -> None:
         """Pair data sets (MultiMNIST) make their own 36x36 canvases and train with a pair objective only."""
         pair_loss = {model: loss for loss, model in PAIR_OBJECTIVES.items()}
+        kind = self._kind()
         if self.dataset in pair_datasets:
             if self.augment not in ("auto", "none"):
                 raise ValueError(f"--augment {self.augment} does not apply to {self.dataset}: its digits are shifted "
@@ -125,21 +160,38 @@ class TrainConfig:
                                      f"canvases; drop {_flag(name)}")
             if self.loss != "auto" and self.loss not in PAIR_OBJECTIVES:
                 raise ValueError(f"{self.dataset} trains on pairs of digits: use --loss "
-                                 f"{pair_loss.get(self.model, 'pair-bce')} (or auto), not {self.loss}")
+                                 f"{pair_loss[kind]} (or auto), not {self.loss}")
         elif self.loss in PAIR_OBJECTIVES:
             raise ValueError(f"--loss {self.loss} trains on pairs of digits: add --dataset "
                              f"{' or '.join(sorted(pair_datasets))}")
-        if self.loss in PAIR_OBJECTIVES and PAIR_OBJECTIVES[self.loss] != self.model:
+        if self.loss in PAIR_OBJECTIVES and PAIR_OBJECTIVES[self.loss] != kind:
             raise ValueError(f"--loss {self.loss} is for the {PAIR_OBJECTIVES[self.loss]}; the {self.model} trains on "
-                             f"pairs with --loss {pair_loss.get(self.model, 'pair-bce')} (or auto)")
+                             f"pairs with --loss {pair_loss[kind]} (or auto)")
+
+    def _kind(self) -> str:
+        """``"capsnet"`` for a model that returns capsules, ``"baseline"`` for one that returns logits (the model
+        kinds of :data:`~capsedu.training.objectives.PAIR_OBJECTIVES`)."""
+        return "capsnet" if self.model in CAPSULE_MODELS else "baseline"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as checkpoints and records store them. ``routing`` appears only when not ``"dynamic"``, so
+        a run with the paper's routing is stored exactly as before the field existed (and an old checkpoint,
+        which lacks it, reads back as dynamic routing)."""
+        d = asdict(self)
+        if self.routing == "dynamic":
+            del d["routing"]
+        return d
 
     def resolved_preset(self) -> str:
         """The model preset that ``preset="auto"`` stands for: the data set's CapsNet (its recipe in
-        :mod:`capsedu.data.recipes`), or ``"small"`` for the baseline; any other preset as given."""
+        :mod:`capsedu.data.recipes`), ``"small"`` for the baseline, ``"mnist"`` for Efficient-CapsNet; any other
+        preset as given."""
         from ..data import recipe_for
 
         if self.preset != "auto":
             return self.preset
+        if self.model == "efficient-capsnet":
+            return "mnist"  # its one preset, resized to the data set's images by build_model
         return recipe_for(self.dataset).preset if self.model == "capsnet" else "small"
 
     def transforms(self):
@@ -156,9 +208,11 @@ class TrainConfig:
         if h != w:
             raise ValueError(f"{self.model} needs square images, the data has {h}x{w}")
         sizes = dict(in_channels=c, image_size=h, n_classes=n_classes)
-        if self.model == "capsnet":
-            sizes.update(routing_iterations=self.routing_iterations, routing_gradient=self.routing_gradient,
-                         reconstruction=self.reconstruction)
+        if self.model in CAPSULE_MODELS:
+            sizes.update(routing_iterations=self.routing_iterations, reconstruction=self.reconstruction,
+                         routing=self.routing)
+        if self.model == "capsnet":  # Efficient-CapsNet has no gradient mode (validate refuses one)
+            sizes.update(routing_gradient=self.routing_gradient)
         return MODELS[self.model].from_preset(self.resolved_preset(), **sizes)
 
     def build_objective(self) -> Objective:
@@ -169,7 +223,7 @@ class TrainConfig:
         loss = self.loss
         if loss == "auto":
             pairs = self.dataset in PAIR_DATASETS
-            if self.model == "capsnet":
+            if self.model in CAPSULE_MODELS:
                 loss = "pair-margin" if pairs else "margin"
             else:
                 loss = "pair-bce" if pairs else "cross-entropy"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -176,7 +176,8 @@ def _build(config: TrainConfig, data: _RunData, ctx: DistContext, run_dir: RunDi
     """A fresh run: the model (initialised from the seeded global generator), objective, optimizer, schedule."""
     device = data.device
     model = config.build_model(data.input_shape, data.train_split.n_classes).to(device)
-    log(f"{data.description}; {config.model} {config.resolved_preset()!r}, "
+    routing = f", {config.routing} routing" if config.routing != "dynamic" else ""
+    log(f"{data.description}; {config.model} {config.resolved_preset()!r}{routing}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters")
     optimize(model, compile=config.compile, channels_last=config.channels_last)
     amp = resolve_amp(config.amp, device)
@@ -270,7 +271,7 @@ class _Run:
         record = {
             "model_class": model_class, "model_config": model_config,
             "model_state": self.model.state_dict(), "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(), "train_config": asdict(self.config),
+            "scheduler_state": self.scheduler.state_dict(), "train_config": self.config.to_dict(),
             "epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": self.history,
             "generator_state": epoch_generator, "torch_rng_state": torch.get_rng_state(),
             "torch_threads": torch.get_num_threads(), "amp": self.amp,
