@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import asdict
 
 import pytest
+import torch
 
 from capsedu.checkpoint import load_checkpoint
 from capsedu.records import RecordError, examples_seen, read_record, validate_record
@@ -364,3 +365,66 @@ def test_the_committed_multimnist_analysis_is_of_all_test_pairs_and_agrees_with_
     shipped = json.loads((REPO / "capsedu" / "assets" / "multimnist_capsnet_small.json").read_text())
     assert committed["pairs"] == 10000 and committed["command"] == "python -m experiments.analyse_multimnist"
     assert 1 - committed["error"] == pytest.approx(shipped["test_accuracy_shipped"]["full"]["accuracy"])
+
+
+def test_the_routing_comparison_gives_every_routing_the_same_data_and_step_budget():
+    from experiments import routing_comparison as rc
+    from capsedu.routings import ROUTINGS
+
+    runs = rc.runs("cpu")
+    assert len(runs) == 2 * (len(ROUTINGS) + 1) and len({r.name for r in runs}) == len(runs)
+    assert {(r.key["model"], r.key["routing"]) for r in runs} == {("capsnet", name) for name in ROUTINGS} | {
+        ("efficient-capsnet", "self-attention")}
+    shared = {k: v for k, v in asdict(runs[0].config).items() if k not in ("model", "preset", "routing", "seed")}
+    for r in runs:
+        config = asdict(r.config)
+        assert {k: config[k] for k in shared} == shared, r.name
+        assert config["routing"] == r.key["routing"] and config["seed"] == r.key["seed"]
+    assert shared["augment"] == "place" and shared["canvas_size"] == 40 and shared["train_limit"] == 55000
+    assert _optimizer_steps(shared) == rc.steps("cpu") == 860 == runs[0].labels["steps"]
+
+
+def test_the_routing_comparison_at_tiny_scale_records_errors_parameters_speed_and_couplings(tmp_path):
+    from experiments import routing_comparison as rc
+
+    names = ["capsnet-dynamic-seed0", "capsnet-uniform-seed0", "efficient-capsnet-seed0"]
+    assert main(["routing_comparison", "--scale", "tiny", "--seeds", "0", "--only", *names,
+                 "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "c")]) == 0
+    runs = {r.name: r for r in rc.runs("tiny", seeds=(0,))}
+    records = {name: read_record(record_path(runs[name], tmp_path / "r")) for name in names}
+    for name, record in records.items():
+        extra = record["extra"]
+        assert record["key"] == runs[name].key and examples_seen(record) == rc.TRAIN_DIGITS["tiny"]
+        assert 0 <= extra["affine_test_error"] <= 1 and extra["affine_test_examples"] == rc.AFFINE_EXAMPLES["tiny"]
+        assert extra["seconds_per_step"] > 0 and extra["coupling_examples"] == rc.COUPLING_EXAMPLES["tiny"]
+        assert 0 < extra["parameters_without_decoder"] < extra["parameters"]
+        for measure in ("entropy", "weighted_entropy", "polarisation", "weighted_polarisation"):
+            assert 0 <= extra[f"coupling_{measure}"] <= 1 + 1e-6, (name, measure)
+    uniform = records["capsnet-uniform-seed0"]["extra"]
+    assert uniform["coupling_entropy"] == pytest.approx(1.0)
+    assert uniform["coupling_polarisation"] == pytest.approx(0.0, abs=1e-6)
+    # the paper's 161,824 at 28x28; on the 40x40 canvas each of the 128 depthwise kernels covers a 15x15 map, not 9x9
+    assert records["efficient-capsnet-seed0"]["extra"]["parameters_without_decoder"] == 161824 + 128 * (15 ** 2 - 9 ** 2)
+
+
+def test_an_experiment_without_the_scale_asked_for_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["routing_comparison", "--scale", "paper"])
+    assert info.value.code == 2
+    assert "routing_comparison has the scales ['cpu', 'tiny'], not 'paper'" in capsys.readouterr().err
+
+
+def test_the_routing_comparisons_coupling_measures_are_chapter_7_6s_for_dynamic_routing(one_thread):
+    from capsedu.data import Batches, load_split
+    from capsedu.teaching.couplings import coupling_statistics
+    from capsedu.teaching.pretrained import load_pretrained
+    from experiments.routing_comparison import coupling_summary
+
+    model = load_pretrained()
+    batches = Batches(load_split("mnist", "test", subset=True), 25, limit=50)
+    images = torch.cat([x for x, _ in batches])
+    chapter = coupling_statistics(model, images, iterations=model.routing_iterations)
+    ours = coupling_summary(model, batches)
+    for name in ("entropy", "weighted_entropy", "polarisation", "weighted_polarisation"):
+        assert ours[f"coupling_{name}"] == pytest.approx(float(chapter[name][-1]), rel=1e-4), name
+    assert ours["coupling_entropy"] < 1 - 1e-4  # a trained model's couplings have left uniform
