@@ -55,6 +55,7 @@ import json
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -128,8 +129,6 @@ def measure(scale: str):
     """``measure(model, config)`` for the runner: the affNIST-like error, the coupling measures, the parameters
     and the seconds per step of the finished run."""
     def run(model: torch.nn.Module, config: TrainConfig) -> Dict[str, Any]:
-        from pathlib import Path
-
         device = next(model.parameters()).device
         test = load_split(config.dataset, "test", root=config.data, subset=config.subset)
         hard = make_affine_test(test, n=AFFINE_EXAMPLES[scale], seed=0, **AFFNIST_LIKE)
