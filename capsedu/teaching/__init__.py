@@ -39,6 +39,9 @@ its widget (``*_widget``, an :class:`~capsedu.teaching.interactive.InteractiveFi
   to compare losses by their early learning curves
 * ``verdicts``      chapter 8: each of the paper's claims judged from chapter 7's records, with its evidence
   and seeds
+* ``routing_after_2017``  chapter 10: chapter 3's toy votes lifted to 16-D and routed by every procedure of
+  ``capsedu.routings``; their couplings' entropy and polarisation, side by side; the procedure widget; the
+  recorded ``routing_comparison`` runs tabled per model and routing, and the runs still missing
 
 Shared by the topics:
 

@@ -1,0 +1,352 @@
+"""Chapter 10: the routing procedures that came after 2017, on one toy and in recorded training runs.
+
+* :func:`lift_toy`: chapter 3's 2-D toy votes (:func:`~capsedu.teaching.agreement.toy_votes`) written in
+  ``dim`` dimensions without changing a single dot product or length, so that procedures that need more than
+  two dimensions (the LayerNorm of inverted dot-product attention, EM routing's 4x4 poses) route the same
+  votes as dynamic routing.
+* :func:`route_toy`: one procedure of :data:`capsedu.routings.ROUTINGS` on those votes, freshly built with its
+  initial parameters: couplings, outputs and lengths of one example.
+* :func:`coupling_measures`: chapter 7.6's entropy and polarisation of a set of couplings
+  (:mod:`capsedu.teaching.couplings`), plain and weighted by each child's total vote length.
+* :func:`plot_couplings_row`, :func:`routing_procedures_widget`: the couplings side by side, and the widget
+  that switches procedure and iterations on one input.
+* :func:`comparison_rows`, :func:`format_comparison`, :func:`missing_runs`, :func:`recorded_runs_report`: the
+  recorded runs of the experiment ``routing_comparison`` (``experiments/results/routing_comparison/<scale>/``),
+  summarised per model and routing as mean +- std over seeds, and what is still missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..routings import ROUTINGS, build_routing
+from .agreement import _couplings_html, plot_couplings, plot_votes
+from .couplings import entropy, polarisation, weighted_mean
+
+__all__ = ["PROCEDURES", "PAPERS", "lift_toy", "route_toy", "coupling_measures", "plot_couplings_row",
+           "routing_procedures_widget", "EXPERIMENT", "SCALE", "RECORD_COMMAND", "METRICS", "metric_value",
+           "ComparisonRow", "comparison_rows", "format_comparison", "planned_runs", "missing_runs",
+           "recorded_runs_report"]
+
+#: the procedures of :data:`capsedu.routings.ROUTINGS`, in the chapter's order
+PROCEDURES: Tuple[str, ...] = ("dynamic", "uniform", "self-attention", "inverted-attention", "em")
+
+#: where each procedure comes from
+PAPERS: Dict[str, str] = {
+    "dynamic": "Sabour, Frosst & Hinton (NIPS 2017), Procedure 1",
+    "uniform": "no routing: c_ij = 1 / n_out (Procedure 1 stopped after one iteration)",
+    "self-attention": "Mazzia, Salvetti & Chiaberge (2021), Efficient-CapsNet",
+    "inverted-attention": "Tsai, Srivastava, Goh & Salakhutdinov (ICLR 2020), Procedure 1",
+    "em": "Hinton, Sabour & Frosst (ICLR 2018), Procedure 1",
+}
+
+
+# ----------------------------------------------------------------------------- the toy, routed five ways
+
+def lift_toy(u_hat: torch.Tensor, dim: int = 16, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Write 2-D votes ``u_hat (batch, n_in, n_out, 2)`` in ``dim`` dimensions: ``(u_hat @ basis, basis)``.
+
+    ``basis (2, dim)`` has orthonormal rows, so every dot product and every length of the votes is unchanged
+    (dynamic routing gives the very same couplings), and each row sums to zero, so a vector of the plane has
+    mean component 0: a LayerNorm without its learned shift only rescales it, and ``v @ basis.T`` reads any
+    output of the plane back in two dimensions. The plane itself is random (``seed``).
+    """
+    if u_hat.shape[-1] != 2 or dim < 3:
+        raise ValueError(f"lift_toy lifts 2-D votes into dim >= 3 dimensions, got votes {tuple(u_hat.shape)} "
+                         f"and dim {dim}")
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(dim, 3, generator=g, dtype=torch.float64)
+    m[:, 0] = 1.0                                   # Gram-Schmidt from the all-ones direction ...
+    q, _ = torch.linalg.qr(m)
+    basis = q[:, 1:3].T.to(u_hat.dtype)             # ... keeps two directions orthogonal to it: (2, dim)
+    return u_hat @ basis, basis
+
+
+def route_toy(name: str, u_hat: torch.Tensor, iterations: int = 3, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Route one example's votes ``u_hat (1, n_in, n_out, dim)`` with procedure ``name``, built fresh with its
+    initial parameters (``seed`` fixes the one random initialisation, inverted attention's class score).
+
+    Returns ``couplings (n_in, n_out)`` (the c, r or R of the last pass), ``outputs (n_out, dim)`` and their
+    ``lengths (n_out,)``. EM routing sees every child as present (``a_i = 1``).
+    """
+    _, n_in, n_out, dim = u_hat.shape
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        routing = build_routing(name, n_in, n_out, dim)
+    with torch.no_grad():
+        v, c = routing(u_hat, iterations, return_couplings=True)
+    return {"couplings": c[0], "outputs": v[0], "lengths": v[0].norm(dim=-1)}
+
+
+def coupling_measures(couplings: torch.Tensor, u_hat: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Chapter 7.6's measures of ``couplings (..., n_in, n_out)``: mean over children of the normalised
+    ``entropy`` (1 uniform, 0 all to one parent) and of the ``polarisation`` (0 uniform, 1 all to one parent);
+    with the votes ``u_hat (..., n_in, n_out, d)`` also both weighted by each child's total vote length."""
+    h, p = entropy(couplings), polarisation(couplings)          # (..., n_in)
+    out = {"entropy": float(h.mean()), "polarisation": float(p.mean())}
+    if u_hat is not None:
+        weight = u_hat.norm(dim=-1).sum(dim=-1).reshape(h.shape)  # (..., n_in)
+        out["weighted_entropy"] = weighted_mean(h, weight)
+        out["weighted_polarisation"] = weighted_mean(p, weight)
+    return out
+
+
+def plot_couplings_row(axes, couplings: Mapping[str, torch.Tensor]) -> list:
+    """One coupling heat map per procedure, side by side: ``couplings`` maps a title to ``(n_in, n_out)``.
+    Returns the images."""
+    images = []
+    for ax, (title, c) in zip(np.atleast_1d(axes), couplings.items()):
+        ax.clear()
+        images.append(plot_couplings(ax, c))
+        ax.set_title(title, fontsize=9)
+        if ax is not np.atleast_1d(axes)[0]:
+            ax.set_ylabel("")
+    return images
+
+
+def routing_procedures_widget(u_hat: torch.Tensor, basis: torch.Tensor, procedure: str = "dynamic",
+                              iterations: int = 3, max_iterations: int = 10, seed: int = 0,
+                              snapshots: Sequence[Mapping[str, Any]] = (
+                                  {"procedure": "dynamic", "iterations": 3}, {"procedure": "uniform"},
+                                  {"procedure": "self-attention"}, {"procedure": "inverted-attention", "iterations": 3},
+                                  {"procedure": "em", "iterations": 3})):
+    """Chapter 10: a procedure menu and an iterations slider on one input.
+
+    ``u_hat (1, n_in, n_out, dim)`` are the lifted votes and ``basis (2, dim)`` the plane of
+    :func:`lift_toy`: the votes and outputs are drawn in that plane as in chapter 3 (arrow width and opacity:
+    the coupling), beside the coupling heat map; the readout prints the couplings, their entropy and
+    polarisation. Non-iterative procedures ignore the slider (the caption says so).
+    ``state``: ``couplings``, ``outputs``, ``lengths`` (from :func:`route_toy`), ``measures``, ``procedure``,
+    ``iterations``.
+    """
+    import ipywidgets as W
+
+    from .interactive import InteractiveFigure, control_row, new_figure
+
+    n_out = u_hat.shape[2]
+    controls = {"procedure": W.Dropdown(options=list(PROCEDURES), value=procedure, description="procedure"),
+                "iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
+    fig, axes = new_figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
+    out, readout = W.Output(), W.HTML()
+    flat = u_hat[0] @ basis.T                                   # (n_in, n_out, 2): the votes in the toy's plane
+
+    def compute(v):
+        state = route_toy(v["procedure"], u_hat, v["iterations"], seed)
+        c = state["couplings"]
+        plot_votes(axes[:n_out], flat, c, state["outputs"] @ basis.T)
+        axes[-1].clear()
+        plot_couplings(axes[-1], c)
+        measures = coupling_measures(c, u_hat[0])
+        iterative = ROUTINGS[v["procedure"]].iterative
+        readout.value = (_couplings_html(c, v["iterations"]).replace(
+            "couplings after", f"{v['procedure']}: couplings after" + ("" if iterative else " (ignored)"))
+            + f"<p>entropy {measures['entropy']:.3f}, polarisation {measures['polarisation']:.3f}</p>")
+        return {**state, "measures": measures, **v}
+
+    def describe(v, state):
+        r = f"r = {v['iterations']}" if ROUTINGS[v["procedure"]].iterative else "one pass"
+        return (f"{v['procedure']} ({r}): entropy {state['measures']['entropy']:.2f}, polarisation "
+                f"{state['measures']['polarisation']:.2f}")
+
+    box = InteractiveFigure([control_row(list(controls.values())), out, readout], compute, controls, figure=fig,
+                            output=out, snapshots=snapshots, describe=describe)
+    box.readout = readout
+    box.update()
+    return box
+
+
+# ----------------------------------------------------------------------------- the recorded runs
+
+#: the experiment whose records section "Trained side by side" reads, its scale, and the command that makes them
+EXPERIMENT = "routing_comparison"
+SCALE = "cpu"
+RECORD_COMMAND = f"python -m experiments.run {EXPERIMENT} --scale {SCALE}"
+
+
+def _first(mapping: Mapping[str, Any], names: Sequence[str]) -> Optional[float]:
+    for name in names:
+        value = mapping.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def _affine_error(record: Dict[str, Any]) -> Optional[float]:
+    extra = record.get("extra", {})
+    error = _first(extra, ("affine_test_error",))
+    if error is None:
+        accuracy = _first(extra, ("affine_test_accuracy",))
+        error = None if accuracy is None else 1.0 - accuracy
+    return None if error is None else 100.0 * error
+
+
+def _seconds_per_step(record: Dict[str, Any]) -> Optional[float]:
+    recorded = _first(record.get("extra", {}), ("seconds_per_step", "train_seconds_per_step"))
+    if recorded is not None:
+        return recorded
+    batch = record.get("config", {}).get("batch_size")
+    steps = sum(math.ceil(int(e.get("train_examples", 0)) / batch) for e in record.get("history", [])) if batch else 0
+    return record["train_seconds"] / steps if steps and record.get("train_seconds") else None
+
+
+def _extra(*names: str) -> Callable[[Dict[str, Any]], Optional[float]]:
+    return lambda record: _first({**record.get("labels", {}), **record.get("extra", {})}, names)
+
+
+#: column -> (heading, how it is read from a record, digits); ``None`` when the record lacks it. Errors are in
+#: percent; the seconds per step are the record's own (``extra["seconds_per_step"]``) or its training seconds
+#: over its optimizer steps.
+METRICS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], Optional[float]], int]] = {
+    "error": ("clean error %", lambda r: 100.0 * r["test_error"], 2),
+    "affine_error": ("affine error %", _affine_error, 2),
+    "parameters": ("parameters", _extra("parameters", "n_parameters"), 0),
+    "seconds_per_step": ("s / step", _seconds_per_step, 3),
+    "entropy": ("entropy", _extra("coupling_entropy", "entropy"), 3),
+    "polarisation": ("polarisation", _extra("coupling_polarisation", "coupling_polarization", "polarisation"), 3),
+}
+
+
+def metric_value(record: Dict[str, Any], metric: str) -> Optional[float]:
+    """The value of column ``metric`` (a key of :data:`METRICS`) in ``record``, or ``None`` if it lacks it."""
+    return METRICS[metric][1](record)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One model and routing procedure over its seeds: each metric's values in seed order (``None`` where a
+    record lacks it)."""
+
+    model: str
+    routing: str
+    seeds: Tuple[int, ...]
+    values: Dict[str, Tuple[Optional[float], ...]]
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def present(self, metric: str) -> List[float]:
+        return [v for v in self.values[metric] if v is not None]
+
+    def mean(self, metric: str) -> Optional[float]:
+        values = self.present(metric)
+        return sum(values) / len(values) if values else None
+
+    def std(self, metric: str) -> Optional[float]:
+        """Sample standard deviation (n - 1) over the seeds that have the metric; ``None`` under two seeds."""
+        values = self.present(metric)
+        if len(values) < 2:
+            return None
+        m = sum(values) / len(values)
+        return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+    def cell(self, metric: str) -> str:
+        """``"mean +- std"`` (``"mean"`` for one seed, ``"-"`` when no record has it)."""
+        digits = METRICS[metric][2]
+        mean, std = self.mean(metric), self.std(metric)
+        if mean is None:
+            return "-"
+        text = f"{mean:,.{digits}f}"
+        return text if std is None else f"{text} +- {std:,.{digits}f}"
+
+
+def _routing_of(record: Dict[str, Any]) -> str:
+    key = record["key"]
+    return str(key.get("routing", record.get("config", {}).get("routing", "dynamic")))
+
+
+def comparison_rows(records: Iterable[Dict[str, Any]], metrics: Sequence[str] = tuple(METRICS)) -> List[ComparisonRow]:
+    """Group ``records`` by their key's ``model`` and ``routing`` and collect each metric per seed.
+
+    Rows come in the order of the models (``capsnet`` first) and of :data:`PROCEDURES`; unknown names follow,
+    sorted.
+    """
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((str(record["key"].get("model", "?")), _routing_of(record)), []).append(record)
+
+    def order(k: Tuple[str, str]):
+        model, routing = k
+        return ({"capsnet": 0, "efficient-capsnet": 1}.get(model, 2), model,
+                PROCEDURES.index(routing) if routing in PROCEDURES else len(PROCEDURES), routing)
+
+    rows = []
+    for k in sorted(groups, key=order):
+        members = sorted(groups[k], key=lambda r: r["seed"])
+        rows.append(ComparisonRow(k[0], k[1], tuple(r["seed"] for r in members),
+                                  {m: tuple(metric_value(r, m) for r in members) for m in metrics}))
+    return rows
+
+
+def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tuple(METRICS)) -> str:
+    """The rows as a text table: model, routing, seeds, then ``mean +- std`` of each metric."""
+    head = ["model", "routing", "seeds"] + [METRICS[m][0] for m in metrics]
+    body = [[r.model, r.routing, ",".join(str(s) for s in r.seeds)] + [r.cell(m) for m in metrics] for r in rows]
+    widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
+    lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in [head] + body]
+    return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
+
+
+def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[List[Dict[str, Any]]]:
+    """The keys of the runs ``experiments/routing_comparison.py`` plans at ``scale`` (its ``runs(scale)``), or
+    ``None`` when there is no such module or it cannot be imported.
+
+    ``root`` is the checkout holding ``experiments/`` (default: the one whose ``experiments/results`` the
+    records come from, :func:`capsedu.records.find_results`); it is on ``sys.path`` only while importing.
+    """
+    import importlib
+    import sys
+
+    from ..records import RecordError, find_results
+
+    try:
+        folder = str(root) if root is not None else str(find_results().resolve().parents[1])
+    except RecordError:
+        return None
+    if not (Path(folder) / "experiments" / f"{EXPERIMENT}.py").is_file():
+        return None
+    sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(f"experiments.{EXPERIMENT}")
+        return [dict(run.key) for run in module.runs(scale)]
+    except Exception:  # noqa: BLE001 - a module being written may not import yet: the report says the list is missing
+        return None
+    finally:
+        sys.path.remove(folder)
+
+
+def missing_runs(records: Iterable[Dict[str, Any]], planned: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The ``planned`` run keys that no record in ``records`` has, in the planned order."""
+    have = {tuple(sorted(r["key"].items())) for r in records}
+    return [dict(k) for k in planned if tuple(sorted(k.items())) not in have]
+
+
+def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Sequence[Mapping[str, Any]]],
+                         command: str = RECORD_COMMAND, where: str = "") -> str:
+    """What section "Trained side by side" prints: the table of the recorded runs (if any), then which planned
+    runs have no record and the command that records them. Nothing is estimated or filled in."""
+    lines = []
+    if records:
+        rows = comparison_rows(records)
+        lines += [f"{len(records)} recorded run(s) of {EXPERIMENT}{where}, mean +- std over seeds:", "",
+                  format_comparison(rows)]
+    else:
+        lines.append(f"No recorded run of {EXPERIMENT}{where} yet: there is nothing to tabulate.")
+    if planned is None:
+        lines += ["", f"The list of planned runs (experiments/{EXPERIMENT}.py) is not available here."]
+        missing: List[Dict[str, Any]] = []
+    else:
+        missing = missing_runs(records, planned)
+        if missing:
+            lines += ["", f"{len(missing)} of {len(planned)} planned run(s) have no record yet:"]
+            lines += ["  " + ", ".join(f"{k}={v}" for k, v in key.items()) for key in missing]
+        else:
+            lines += ["", f"All {len(planned)} planned runs are recorded."]
+    if missing or planned is None or not records:
+        lines += ["", f"Record them with: {command}"]
+    return "\n".join(lines)

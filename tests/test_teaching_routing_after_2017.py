@@ -1,0 +1,191 @@
+"""capsedu.teaching.routing_after_2017: the toy routed by every procedure, and the recorded routing comparison."""
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from capsedu import dynamic_routing
+from capsedu.records import RECORD_FORMAT, load_records, record_path, write_record
+from capsedu.routings import ROUTINGS
+from capsedu.teaching.agreement import toy_votes
+from capsedu.teaching.routing_after_2017 import (
+    PROCEDURES, RECORD_COMMAND, comparison_rows, coupling_measures, format_comparison, lift_toy, metric_value,
+    missing_runs, planned_runs, recorded_runs_report, route_toy, routing_procedures_widget,
+)
+from capsedu.train import TrainConfig
+
+
+def test_the_chapter_covers_every_registered_procedure():
+    assert sorted(PROCEDURES) == sorted(ROUTINGS)
+
+
+def test_lifting_the_toy_keeps_dot_products_and_dynamic_routing_and_leaves_a_layernorm_only_rescaling():
+    u2, _ = toy_votes()
+    u16, basis = lift_toy(u2, dim=16, seed=3)
+    assert u16.shape == (1, 7, 3, 16) and basis.shape == (2, 16)
+    assert torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-6)
+    assert torch.allclose(basis.sum(dim=1), torch.zeros(2), atol=1e-6)
+    flat, lifted = u2.reshape(-1, 2), u16.reshape(-1, 16)
+    assert torch.allclose(flat @ flat.T, lifted @ lifted.T, atol=1e-5)
+    assert torch.allclose(dynamic_routing(u2, 3, return_couplings=True)[1],
+                          dynamic_routing(u16, 3, return_couplings=True)[1], atol=1e-6)
+    x = lifted[:5]                                            # vectors of the plane: zero mean component
+    normed = torch.nn.functional.layer_norm(x, (16,), eps=0.0)
+    assert torch.allclose(normed, 4.0 * x / x.norm(dim=1, keepdim=True), atol=1e-5)
+    assert torch.allclose((u16 @ basis.T), u2, atol=1e-6)     # read back in two dimensions
+    with pytest.raises(ValueError, match="2-D votes"):
+        lift_toy(u16)
+
+
+@pytest.mark.parametrize("name", PROCEDURES)
+def test_route_toy_returns_one_examples_couplings_and_outputs_and_is_repeatable(name):
+    u, _ = lift_toy(toy_votes()[0])
+    first, again = route_toy(name, u, 3, seed=1), route_toy(name, u, 3, seed=1)
+    assert first["couplings"].shape == (7, 3) and first["outputs"].shape == (3, 16) and first["lengths"].shape == (3,)
+    assert torch.allclose(first["couplings"].sum(dim=1), torch.ones(7), atol=1e-5)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert ((first["lengths"] >= 0) & (first["lengths"] <= 1)).all()
+
+
+def test_route_toy_leaves_the_global_random_state_alone():
+    u, _ = lift_toy(toy_votes()[0])
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    route_toy("inverted-attention", u, 3, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_coupling_measures_of_uniform_and_one_hot_couplings():
+    uniform, one_hot = torch.full((4, 3), 1 / 3), torch.eye(3)[[0, 1, 2, 0]]
+    assert coupling_measures(uniform) == pytest.approx({"entropy": 1.0, "polarisation": 0.0})
+    assert coupling_measures(one_hot) == pytest.approx({"entropy": 0.0, "polarisation": 1.0}, abs=1e-6)
+    votes = torch.zeros(4, 3, 2)
+    votes[0] = 1.0                                           # only child 0 votes: the weighted measures are its own
+    mixed = torch.cat([one_hot[:1], uniform[1:]])
+    m = coupling_measures(mixed, votes)
+    assert m["weighted_polarisation"] == pytest.approx(1.0) and m["weighted_entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert m["polarisation"] == pytest.approx(0.25)
+
+
+def test_the_widget_switches_procedure_and_iterations():
+    pytest.importorskip("ipywidgets")
+    u, basis = lift_toy(toy_votes()[0])
+    w = routing_procedures_widget(u, basis, procedure="dynamic", iterations=1)
+    assert w.state["measures"]["polarisation"] == pytest.approx(0.0, abs=1e-6)          # r = 1: uniform
+    assert w.update(iterations=3)["measures"]["polarisation"] > 0.5
+    state = w.update(procedure="em")
+    assert state["procedure"] == "em" and torch.equal(state["couplings"], route_toy("em", u, 3)["couplings"])
+    assert "em: couplings after r = 3" in w.readout.value
+    w.update(procedure="self-attention")
+    assert "(ignored)" in w.readout.value
+    html = w.static_html()
+    assert html.count("<figure>") == 5 and w.current_values() == {"procedure": "self-attention", "iterations": 3}
+
+
+# ----------------------------------------------------------------------------- recorded runs
+
+def fake_record(model="capsnet", routing="dynamic", seed=0, error=0.02, extra=None, batch_size=100,
+                examples=(1000,)):
+    """A complete record as the runner writes it for ``routing_comparison``, with a made-up history."""
+    history = [{"epoch": i + 1, "train_examples": n, "test_error": error, "seconds": 1.0}
+               for i, n in enumerate(examples)]
+    return {"format": RECORD_FORMAT, "experiment": "routing_comparison", "run": f"{model}-{routing}-seed{seed}",
+            "key": {"model": model, "routing": routing, "seed": seed}, "scale": "cpu",
+            "config": asdict(TrainConfig(seed=seed, batch_size=batch_size)), "seed": seed, "epochs": len(history),
+            "wall_seconds": 30.0, "train_seconds": 20.0, "device": "cpu", "machine": "m", "torch": "t", "commit": "c",
+            "test_error": error, "test_accuracy": 1 - error, "history": history, "labels": {},
+            "extra": extra if extra is not None else {}}
+
+
+def write_fakes(folder, records):
+    for r in records:
+        write_record(record_path(folder, "routing_comparison", "cpu", r["run"]), r)
+    return load_records("routing_comparison", "cpu", folder)
+
+
+def test_comparison_rows_pool_seeds_per_model_and_routing_in_the_chapters_order(tmp_path):
+    extra = lambda e, a, p, s: {"affine_test_error": a, "parameters": p, "seconds_per_step": s,
+                                "coupling_entropy": e, "coupling_polarisation": 1 - e}
+    records = write_fakes(tmp_path, [
+        fake_record("efficient-capsnet", "self-attention", 0, 0.01, extra(0.5, 0.20, 161824, 0.1)),
+        fake_record("capsnet", "em", 0, 0.05, extra(0.1, 0.30, 100, 1.0)),
+        fake_record("capsnet", "dynamic", 1, 0.03, extra(0.9, 0.12, 100, 0.4)),
+        fake_record("capsnet", "dynamic", 0, 0.01, extra(0.7, 0.10, 100, 0.2)),
+    ])
+    rows = comparison_rows(records)
+    assert [(r.model, r.routing, r.seeds) for r in rows] == [
+        ("capsnet", "dynamic", (0, 1)), ("capsnet", "em", (0,)), ("efficient-capsnet", "self-attention", (0,))]
+    dynamic = rows[0]
+    assert dynamic.mean("error") == pytest.approx(2.0) and dynamic.std("error") == pytest.approx(2 ** 0.5)
+    assert dynamic.mean("affine_error") == pytest.approx(11.0) and dynamic.mean("entropy") == pytest.approx(0.8)
+    assert dynamic.mean("polarisation") == pytest.approx(0.2) and dynamic.mean("seconds_per_step") == pytest.approx(0.3)
+    assert dynamic.cell("error") == "2.00 +- 1.41" and rows[1].cell("error") == "5.00"     # one seed: no spread
+    assert rows[2].cell("parameters") == "161,824"
+    table = format_comparison(rows)
+    assert table.splitlines()[0].split()[:3] == ["model", "routing", "seeds"] and "0,1" in table
+    assert len(table.splitlines()) == 2 + len(rows)
+
+
+def test_metrics_missing_from_a_record_are_left_out_not_invented(tmp_path):
+    records = write_fakes(tmp_path, [fake_record(seed=0, extra={"affine_test_accuracy": 0.9}),
+                                     fake_record(seed=1, extra={})])
+    assert metric_value(records[0], "affine_error") == pytest.approx(10.0)
+    assert metric_value(records[1], "affine_error") is None and metric_value(records[0], "entropy") is None
+    row = comparison_rows(records)[0]
+    assert row.values["affine_error"] == (pytest.approx(10.0), None)
+    assert row.cell("affine_error") == "10.00" and row.cell("entropy") == "-" and row.cell("polarisation") == "-"
+
+
+def test_seconds_per_step_falls_back_to_training_seconds_over_optimizer_steps(tmp_path):
+    record = write_fakes(tmp_path, [fake_record(batch_size=100, examples=(1000, 950))])[0]   # 10 + 10 steps, 20 s
+    assert metric_value(record, "seconds_per_step") == pytest.approx(1.0)
+    record["extra"]["seconds_per_step"] = 0.25
+    assert metric_value(record, "seconds_per_step") == 0.25
+
+
+def test_missing_runs_are_the_planned_keys_without_a_record(tmp_path):
+    records = write_fakes(tmp_path, [fake_record("capsnet", "dynamic", 0)])
+    planned = [{"model": "capsnet", "routing": "dynamic", "seed": 0}, {"model": "capsnet", "routing": "em", "seed": 0},
+               {"model": "capsnet", "routing": "dynamic", "seed": 1}]
+    assert missing_runs(records, planned) == planned[1:]
+    assert missing_runs([], planned) == planned
+
+
+def test_the_report_without_records_names_the_missing_runs_and_the_command_and_prints_no_number(tmp_path):
+    planned = [{"model": "capsnet", "routing": r, "seed": 0} for r in ("dynamic", "em")]
+    text = recorded_runs_report(load_records("routing_comparison", "cpu", tmp_path), planned)
+    assert "No recorded run of routing_comparison" in text and "2 of 2 planned run(s) have no record yet" in text
+    assert "model=capsnet, routing=em, seed=0" in text and text.rstrip().endswith(RECORD_COMMAND)
+    assert "%" not in text and "+-" not in text
+    unknown = recorded_runs_report([], None)
+    assert "not available here" in unknown and unknown.rstrip().endswith(RECORD_COMMAND)
+
+
+def test_the_report_with_some_records_tables_them_and_lists_the_rest(tmp_path):
+    records = write_fakes(tmp_path, [fake_record("capsnet", "dynamic", s, 0.01 * (s + 1)) for s in (0, 1)])
+    planned = [dict(r["key"]) for r in records] + [{"model": "capsnet", "routing": "em", "seed": 0}]
+    text = recorded_runs_report(records, planned)
+    assert "2 recorded run(s)" in text and "1.50 +- 0.71" in text
+    assert "1 of 3 planned run(s) have no record yet" in text and RECORD_COMMAND in text
+    complete = recorded_runs_report(records, planned[:2])
+    assert "All 2 planned runs are recorded." in complete and RECORD_COMMAND not in complete
+
+
+def test_planned_runs_reads_the_experiments_plan_or_says_none(tmp_path):
+    assert planned_runs("cpu", root=tmp_path) is None                     # no experiments/ there
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "routing_comparison.py").write_text(
+        "class R:\n    def __init__(self, key): self.key = key\n"
+        "def runs(scale):\n    return [R({'model': 'capsnet', 'routing': 'dynamic', 'seed': s}) for s in (0, 1)]\n")
+    import sys
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "experiments" or k.startswith("experiments.")}
+    try:
+        assert planned_runs("cpu", root=tmp_path) == [{"model": "capsnet", "routing": "dynamic", "seed": s}
+                                                      for s in (0, 1)]
+        assert str(tmp_path) not in sys.path
+    finally:
+        for k in [k for k in sys.modules if k == "experiments" or k.startswith("experiments.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
