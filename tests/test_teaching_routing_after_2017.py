@@ -9,7 +9,7 @@ from capsedu.records import RECORD_FORMAT, load_records, record_path, write_reco
 from capsedu.routings import ROUTINGS
 from capsedu.teaching.agreement import toy_votes
 from capsedu.teaching.routing_after_2017 import (
-    PROCEDURES, RECORD_COMMAND, comparison_rows, coupling_measures, format_comparison, lift_toy, metric_value,
+    PROCEDURES, RECORD_COMMAND, comparison_rows, contrasts, coupling_measures, format_comparison, lift_toy, metric_value,
     missing_runs, planned_runs, recorded_runs_report, route_toy, routing_procedures_widget,
 )
 from capsedu.train import TrainConfig
@@ -162,11 +162,27 @@ def test_the_report_without_records_names_the_missing_runs_and_the_command_and_p
     assert "not available here" in unknown and unknown.rstrip().endswith(RECORD_COMMAND)
 
 
+def test_contrasts_say_whether_each_difference_from_dynamic_routing_is_inside_the_seed_spread(tmp_path):
+    records = write_fakes(tmp_path, [
+        fake_record("capsnet", "dynamic", 0, 0.010, {"affine_test_error": 0.10}),
+        fake_record("capsnet", "dynamic", 1, 0.012, {"affine_test_error": 0.12}),
+        fake_record("capsnet", "uniform", 0, 0.011, {"affine_test_error": 0.20}),
+        fake_record("capsnet", "uniform", 1, 0.013, {"affine_test_error": 0.22}),
+        fake_record("capsnet", "em", 0, 0.050),
+    ])
+    lines = contrasts(comparison_rows(records))
+    assert lines == [
+        "  capsnet uniform: clean error % +0.10 (inside the seed spread 0.28); "
+        "affine error % +10.00 (outside the seed spread 2.83)",
+        "  capsnet em: clean error % +3.90 (under two seeds: no spread to compare with); affine error % not recorded"]
+    assert contrasts(comparison_rows(records[2:])) == []                  # no dynamic-routing row to compare with
+
+
 def test_the_report_with_some_records_tables_them_and_lists_the_rest(tmp_path):
     records = write_fakes(tmp_path, [fake_record("capsnet", "dynamic", s, 0.01 * (s + 1)) for s in (0, 1)])
     planned = [dict(r["key"]) for r in records] + [{"model": "capsnet", "routing": "em", "seed": 0}]
     text = recorded_runs_report(records, planned)
-    assert "2 recorded run(s)" in text and "1.50 +- 0.71" in text
+    assert "2 recorded run(s)" in text and "1.50 +- 0.71" in text and "Against capsnet" not in text   # nothing to compare
     assert "1 of 3 planned run(s) have no record yet" in text and RECORD_COMMAND in text
     complete = recorded_runs_report(records, planned[:2])
     assert "All 2 planned runs are recorded." in complete and RECORD_COMMAND not in complete

@@ -10,9 +10,10 @@
   (:mod:`capsedu.teaching.couplings`), plain and weighted by each child's total vote length.
 * :func:`plot_couplings_row`, :func:`routing_procedures_widget`: the couplings side by side, and the widget
   that switches procedure and iterations on one input.
-* :func:`comparison_rows`, :func:`format_comparison`, :func:`missing_runs`, :func:`recorded_runs_report`: the
-  recorded runs of the experiment ``routing_comparison`` (``experiments/results/routing_comparison/<scale>/``),
-  summarised per model and routing as mean +- std over seeds, and what is still missing.
+* :func:`comparison_rows`, :func:`format_comparison`, :func:`contrasts`, :func:`missing_runs`,
+  :func:`recorded_runs_report`: the recorded runs of the experiment ``routing_comparison``
+  (``experiments/results/routing_comparison/<scale>/``), summarised per model and routing as mean +- std over
+  seeds, each row against dynamic routing beside the seed spread, and what is still missing.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .couplings import entropy, polarisation, weighted_mean
 
 __all__ = ["PROCEDURES", "PAPERS", "lift_toy", "route_toy", "coupling_measures", "plot_couplings_row",
            "routing_procedures_widget", "EXPERIMENT", "SCALE", "RECORD_COMMAND", "METRICS", "metric_value",
-           "ComparisonRow", "comparison_rows", "format_comparison", "planned_runs", "missing_runs",
+           "ComparisonRow", "comparison_rows", "format_comparison", "contrasts", "planned_runs", "missing_runs",
            "recorded_runs_report"]
 
 #: the procedures of :data:`capsedu.routings.ROUTINGS`, in the chapter's order
@@ -292,6 +293,35 @@ def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tu
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
 
 
+def contrasts(rows: Sequence[ComparisonRow], metrics: Sequence[str] = ("error", "affine_error"),
+              reference: Tuple[str, str] = ("capsnet", "dynamic")) -> List[str]:
+    """Each row against the ``reference`` row (model, routing): per metric, the difference of the means and whether
+    it is inside the seed-to-seed spread (smaller than the two rows' standard deviations added, the yardstick of
+    :func:`capsedu.records.inside_spread`). One line per row; ``[]`` without the reference row."""
+    base = next((r for r in rows if (r.model, r.routing) == tuple(reference)), None)
+    if base is None:
+        return []
+    lines = []
+    for row in rows:
+        if row is base:
+            continue
+        parts = []
+        for metric in metrics:
+            heading, digits = METRICS[metric][0], METRICS[metric][2]
+            a, b = row.mean(metric), base.mean(metric)
+            if a is None or b is None:
+                parts.append(f"{heading} not recorded")
+                continue
+            text = f"{heading} {a - b:+.{digits}f}"
+            sa, sb = row.std(metric), base.std(metric)
+            if sa is None or sb is None:
+                parts.append(f"{text} (under two seeds: no spread to compare with)")
+            else:
+                parts.append(f"{text} ({'inside' if abs(a - b) < sa + sb else 'outside'} the seed spread {sa + sb:.{digits}f})")
+        lines.append(f"  {row.model} {row.routing}: " + "; ".join(parts))
+    return lines
+
+
 def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[List[Dict[str, Any]]]:
     """The keys of the runs ``experiments/routing_comparison.py`` plans at ``scale`` (its ``runs(scale)``), or
     ``None`` when there is no such module or it cannot be imported.
@@ -335,6 +365,10 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
         rows = comparison_rows(records)
         lines += [f"{len(records)} recorded run(s) of {EXPERIMENT}{where}, mean +- std over seeds:", "",
                   format_comparison(rows)]
+        against = contrasts(rows)
+        if against:
+            lines += ["", "Against capsnet with dynamic routing (difference of the means; inside the seed spread when "
+                          "it is smaller than the two rows' standard deviations added):"] + against
     else:
         lines.append(f"No recorded run of {EXPERIMENT}{where} yet: there is nothing to tabulate.")
     if planned is None:
