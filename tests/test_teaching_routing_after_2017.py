@@ -1,5 +1,6 @@
 """capsedu.teaching.routing_after_2017: the toy routed by every procedure, and the recorded routing comparison."""
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,9 +8,10 @@ import torch
 from capsedu import dynamic_routing
 from capsedu.records import RECORD_FORMAT, load_records, record_path, write_record
 from capsedu.routings import ROUTINGS
+from capsedu.teaching import routing_after_2017
 from capsedu.teaching.agreement import toy_votes
 from capsedu.teaching.routing_after_2017 import (
-    PROCEDURES, RECORD_COMMAND, comparison_rows, contrasts, coupling_measures, format_comparison, lift_toy, metric_value,
+    PROCEDURES, RECORD_COMMAND, TABLES, comparison_rows, contrasts, coupling_measures, format_comparison, lift_toy, metric_value,
     missing_runs, planned_runs, recorded_runs_report, route_toy, routing_procedures_widget,
 )
 from capsedu.train import TrainConfig
@@ -121,10 +123,12 @@ def test_comparison_rows_pool_seeds_per_model_and_routing_in_the_chapters_order(
     assert dynamic.mean("affine_error") == pytest.approx(11.0) and dynamic.mean("entropy") == pytest.approx(0.8)
     assert dynamic.mean("polarisation") == pytest.approx(0.2) and dynamic.mean("seconds_per_step") == pytest.approx(0.3)
     assert dynamic.cell("error") == "2.00 +- 1.41" and rows[1].cell("error") == "5.00"     # one seed: no spread
-    assert rows[2].cell("parameters") == "161,824"
+    assert rows[2].cell("parameters") == "161,824" and dynamic.cell("parameters") == "100"      # a count that does not vary
     table = format_comparison(rows)
     assert table.splitlines()[0].split()[:3] == ["model", "routing", "seeds"] and "0,1" in table
     assert len(table.splitlines()) == 2 + len(rows)
+    costs = format_comparison(rows, TABLES[1], seeds=False)
+    assert costs.splitlines()[0].split() == ["model", "routing", "parameters", "s", "/", "step", "entropy", "polarisation"]
 
 
 def test_metrics_missing_from_a_record_are_left_out_not_invented(tmp_path):
@@ -186,6 +190,13 @@ def test_the_report_with_some_records_tables_them_and_lists_the_rest(tmp_path):
     assert "1 of 3 planned run(s) have no record yet" in text and RECORD_COMMAND in text
     complete = recorded_runs_report(records, planned[:2])
     assert "All 2 planned runs are recorded." in complete and RECORD_COMMAND not in complete
+
+
+def test_planned_runs_falls_back_to_this_checkout_when_the_records_live_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    monkeypatch.setenv("CAPSEDU_RESULTS", str(tmp_path / "results"))
+    checkout = Path(routing_after_2017.__file__).resolve().parents[2]
+    assert planned_runs("cpu") == planned_runs("cpu", root=checkout)
 
 
 def test_planned_runs_reads_the_experiments_plan_or_says_none(tmp_path):

@@ -31,7 +31,7 @@ from .couplings import entropy, polarisation, weighted_mean
 
 __all__ = ["PROCEDURES", "PAPERS", "lift_toy", "route_toy", "coupling_measures", "plot_couplings_row",
            "routing_procedures_widget", "EXPERIMENT", "SCALE", "RECORD_COMMAND", "METRICS", "metric_value",
-           "ComparisonRow", "comparison_rows", "format_comparison", "contrasts", "planned_runs", "missing_runs",
+           "ComparisonRow", "comparison_rows", "TABLES", "format_comparison", "contrasts", "planned_runs", "missing_runs",
            "recorded_runs_report"]
 
 #: the procedures of :data:`capsedu.routings.ROUTINGS`, in the chapter's order
@@ -247,13 +247,13 @@ class ComparisonRow:
         return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
     def cell(self, metric: str) -> str:
-        """``"mean +- std"`` (``"mean"`` for one seed, ``"-"`` when no record has it)."""
+        """``"mean +- std"`` (``"mean"`` for one seed or a count that does not vary, ``"-"`` when no record has it)."""
         digits = METRICS[metric][2]
         mean, std = self.mean(metric), self.std(metric)
         if mean is None:
             return "-"
         text = f"{mean:,.{digits}f}"
-        return text if std is None else f"{text} +- {std:,.{digits}f}"
+        return text if std is None or (digits == 0 and std == 0) else f"{text} +- {std:,.{digits}f}"
 
 
 def _routing_of(record: Dict[str, Any]) -> str:
@@ -284,10 +284,15 @@ def comparison_rows(records: Iterable[Dict[str, Any]], metrics: Sequence[str] = 
     return rows
 
 
-def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tuple(METRICS)) -> str:
-    """The rows as a text table: model, routing, seeds, then ``mean +- std`` of each metric."""
-    head = ["model", "routing", "seeds"] + [METRICS[m][0] for m in metrics]
-    body = [[r.model, r.routing, ",".join(str(s) for s in r.seeds)] + [r.cell(m) for m in metrics] for r in rows]
+#: the two tables the report prints: what the runs reached, and what they cost and how they route
+TABLES = (("error", "affine_error"), ("parameters", "seconds_per_step", "entropy", "polarisation"))
+
+
+def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tuple(METRICS), seeds: bool = True) -> str:
+    """The rows as a text table: model, routing, seeds (if ``seeds``), then ``mean +- std`` of each metric."""
+    head = ["model", "routing"] + ["seeds"] * seeds + [METRICS[m][0] for m in metrics]
+    body = [[r.model, r.routing] + [",".join(str(s) for s in r.seeds)] * seeds + [r.cell(m) for m in metrics]
+            for r in rows]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
     lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in [head] + body]
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
@@ -326,28 +331,35 @@ def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[Lis
     """The keys of the runs ``experiments/routing_comparison.py`` plans at ``scale`` (its ``runs(scale)``), or
     ``None`` when there is no such module or it cannot be imported.
 
-    ``root`` is the checkout holding ``experiments/`` (default: the one whose ``experiments/results`` the
-    records come from, :func:`capsedu.records.find_results`); it is on ``sys.path`` only while importing.
+    ``root`` is the checkout holding ``experiments/``; by default the one whose ``experiments/results`` the records
+    come from (:func:`capsedu.records.find_results`), else the source checkout this package runs from. It is on
+    ``sys.path`` only while importing.
     """
     import importlib
     import sys
 
     from ..records import RecordError, find_results
 
-    try:
-        folder = str(root) if root is not None else str(find_results().resolve().parents[1])
-    except RecordError:
+    if root is not None:
+        folders = [Path(root)]
+    else:
+        folders = []
+        try:
+            folders.append(find_results().resolve().parents[1])
+        except (RecordError, IndexError):
+            pass
+        folders.append(Path(__file__).resolve().parents[2])
+    folder = next((f for f in folders if (f / "experiments" / f"{EXPERIMENT}.py").is_file()), None)
+    if folder is None:
         return None
-    if not (Path(folder) / "experiments" / f"{EXPERIMENT}.py").is_file():
-        return None
-    sys.path.insert(0, folder)
+    sys.path.insert(0, str(folder))
     try:
         module = importlib.import_module(f"experiments.{EXPERIMENT}")
         return [dict(run.key) for run in module.runs(scale)]
     except Exception:  # noqa: BLE001 - a module being written may not import yet: the report says the list is missing
         return None
     finally:
-        sys.path.remove(folder)
+        sys.path.remove(str(folder))
 
 
 def missing_runs(records: Iterable[Dict[str, Any]], planned: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -364,7 +376,7 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
     if records:
         rows = comparison_rows(records)
         lines += [f"{len(records)} recorded run(s) of {EXPERIMENT}{where}, mean +- std over seeds:", "",
-                  format_comparison(rows)]
+                  format_comparison(rows, TABLES[0]), "", format_comparison(rows, TABLES[1], seeds=False)]
         against = contrasts(rows)
         if against:
             lines += ["", "Against capsnet with dynamic routing (difference of the means; inside the seed spread when "
