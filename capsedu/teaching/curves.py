@@ -44,6 +44,6 @@ def plot_training_curves(smoothed: Mapping[str, Mapping[str, Tuple[ArrayLike, Ar
     axes[1].set_ylabel("training-batch accuracy")
     for ax in axes:
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
         ax.grid(alpha=0.3)
     return drawn
