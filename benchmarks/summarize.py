@@ -68,8 +68,8 @@ def readme_table() -> str:
                     f"(median of {peers['repeats']} alternated repeats) | {', '.join(ours)} ({speed}) | "
                     f"{'; '.join(others)} | `python benchmarks/bench_peers.py --xifengguo DIR --gram-ai DIR`; "
                     f"{_where(peers)} |")
-    tta = _load("time_to_accuracy_cpu")
-    if tta:
+    for tta in filter(None, (_load("time_to_accuracy_cpu"), _load("time_to_accuracy_levers_cpu"),
+                                  _load("time_to_accuracy_seeds_cpu"))):
         for r in tta["results"]:
             hits = ", ".join(f"{t} % at {v['wall_s']:.0f} s (epoch {v['epoch']})" if v else f"{t} % not reached"
                              for t, v in r["time_to"].items())
