@@ -100,11 +100,27 @@ class DigitCaps(nn.Module):
         self.n_in, self.in_dim, self.n_out, self.out_dim = n_in, in_dim, n_out, out_dim
         self.none_of_the_above = bool(none_of_the_above)
         self.iterations = check_iterations(iterations)
-        self.routing_gradient = check_gradient_mode(routing_gradient)
-        check_routing(routing, self.none_of_the_above, self.routing_gradient)
+        routing_gradient = check_gradient_mode(routing_gradient)
+        check_routing(routing, self.none_of_the_above, routing_gradient)
         self.weight = nn.Parameter(torch.randn(n_in, n_out, out_dim, in_dim) * init_std)  # W_ij, (i, j, 16, 8)
-        options = {"gradient": self.routing_gradient} if routing == "dynamic" else {}
+        options = {"gradient": routing_gradient} if routing == "dynamic" else {}
         self.routing = build_routing(routing, n_in, n_out + self.none_of_the_above, out_dim, **options)
+
+    @property
+    def routing_gradient(self) -> str:
+        """``"all"`` or ``"last"``: dynamic routing's gradient mode (``"all"`` for the other procedures)."""
+        return getattr(self.routing, "gradient", "all")
+
+    @routing_gradient.setter
+    def routing_gradient(self, mode: str) -> None:
+        # the routing module holds the mode, so a change reaches the next forward pass
+        mode = check_gradient_mode(mode)
+        if not hasattr(self.routing, "gradient"):
+            if mode != "all":
+                raise ValueError(f"routing_gradient={mode!r} applies to dynamic routing only, not to "
+                                 f"{type(self.routing).__name__}")
+            return
+        self.routing.gradient = mode
 
     def extra_repr(self) -> str:
         return (f"n_in={self.n_in}, in_dim={self.in_dim}, n_out={self.n_out}, out_dim={self.out_dim}, "

@@ -232,3 +232,29 @@ def test_only_the_full_gradient_saves_every_iteration_for_backward(gradient, gro
         return len(packed)
 
     assert (saved(12) > saved(3)) is grows
+
+
+def test_setting_digitcaps_routing_gradient_after_construction_changes_the_gradients():
+    from capsedu.layers import DigitCaps
+    torch.manual_seed(0)
+    layer = DigitCaps(n_in=12, in_dim=4, n_out=3, out_dim=5)
+    u = torch.randn(2, 12, 4)
+
+    def grad_of_weight():
+        layer.zero_grad()
+        layer(u).pow(2).sum().backward()
+        return layer.weight.grad.clone()
+
+    full = grad_of_weight()
+    layer.routing_gradient = "last"
+    assert layer.routing.gradient == "last" and layer.routing_gradient == "last"
+    assert not torch.allclose(grad_of_weight(), full)
+    layer.routing_gradient = "all"
+    assert torch.allclose(grad_of_weight(), full)
+
+
+def test_digitcaps_refuses_a_gradient_mode_for_routings_that_have_none():
+    from capsedu.layers import DigitCaps
+    layer = DigitCaps(n_in=12, in_dim=4, n_out=3, out_dim=5, routing="uniform")
+    with pytest.raises(ValueError, match="dynamic routing only"):
+        layer.routing_gradient = "last"
