@@ -65,9 +65,20 @@ def test_the_data_verdict_judges_each_size_by_its_own_spread_and_reports_the_mod
                + _rec([0.030, 0.040, 0.020], model="capsnet", train_size=1000)
                + _rec([0.031, 0.041, 0.021], model="baseline", train_size=1000))
     verdict = data_verdict(records)
-    assert verdict.finding.startswith("CapsNet ahead outside the spread at 1 of 2 sizes, behind at 0")
+    assert verdict.finding.startswith("at equal data, CapsNet ahead outside the spread at 1 of 2 sizes, behind at 0")
     assert "without decoder 16.00 +- 1.00 %" in verdict.finding
-    assert verdict.holds is True and verdict.seeds == 3
+    # ahead at equal data, but on 100 digits (11 %) far behind the CNN on 1,000 (3.1 %): the claim fails
+    assert "CapsNet on 100 11.00 +- 1.00 % vs CNN on 1,000 3.10 +- 1.00 %" in verdict.finding
+    assert verdict.holds is False and verdict.seeds == 3
+
+
+def test_the_data_verdict_holds_when_a_tenth_of_the_data_matches_the_cnn():
+    records = (_rec([0.10, 0.11, 0.12], model="capsnet", train_size=100)
+               + _rec([0.20, 0.21, 0.22], model="baseline", train_size=100)
+               + _rec([0.09, 0.10, 0.11], model="capsnet", train_size=1000)
+               + _rec([0.12, 0.13, 0.14], model="baseline", train_size=1000))
+    verdict = data_verdict(records)
+    assert verdict.holds is True and "with a tenth of the CNN's digits" in verdict.finding
 
 
 def test_chapter_verdicts_reads_every_experiment_of_a_results_folder(tmp_path):
@@ -79,3 +90,12 @@ def test_chapter_verdicts_reads_every_experiment_of_a_results_folder(tmp_path):
 def test_the_committed_mnist_table_gives_three_seed_verdicts():
     verdicts = chapter_verdicts("cpu")
     assert verdicts[0].seeds == 3 and verdicts[1].seeds == 3
+
+
+def test_chapter_verdicts_read_the_current_experiments_from_the_repository(tmp_path):
+    from capsedu.teaching.verdicts import chapter_verdicts
+    # an empty results folder: only data_efficiency, named current, is read from the repository's records
+    verdicts = chapter_verdicts("cpu", tmp_path, current=("data_efficiency",))
+    data = verdicts[-1]
+    assert data.seeds >= 3 and "1,000" in data.finding
+    assert all(v.seeds == 0 for v in verdicts[:-1])
