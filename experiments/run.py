@@ -14,18 +14,15 @@ from typing import List, Optional
 from . import affine_robustness, data_efficiency, mnist_table, multimnist, routing_comparison
 from .runner import REPO, execute, select
 
-#: chapter 7's experiments, each tabulated by ``experiments.summary`` (and in the README)
-EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist)}
-#: later experiments, whose chapters read their records themselves (chapter 10: ``routing_comparison``, through
-#: ``capsedu.teaching.routing_after_2017``); ``experiments.summary`` has no table for them yet
-LATER_EXPERIMENTS = {m.NAME: m for m in (routing_comparison,)}
-#: every experiment this command runs
-ALL_EXPERIMENTS = {**EXPERIMENTS, **LATER_EXPERIMENTS}
+#: every experiment this command runs, each tabulated by ``experiments.summary`` (and in the README): chapter 7's,
+#: and chapter 10's ``routing_comparison`` (which the chapter also reads through
+#: ``capsedu.teaching.routing_after_2017``)
+EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist, routing_comparison)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=sorted(ALL_EXPERIMENTS))
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--scale", choices=["tiny", "cpu", "paper"], default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the experiment's")
     parser.add_argument("--only", nargs="+", default=None, metavar="RUN",
@@ -35,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--runs", default=str(REPO / "runs" / "experiments"), help="checkpoints of unfinished runs")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
-    module = ALL_EXPERIMENTS[args.experiment]
+    module = EXPERIMENTS[args.experiment]
     try:  # an experiment without the scale asked for, or an --only that matches nothing
         selected = module.runs(args.scale) if args.seeds is None else module.runs(args.scale, seeds=args.seeds)
         selected = select(selected, args.only)

@@ -84,8 +84,47 @@ def data_efficiency(records: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _plain(row, digits: int) -> str:
+    """``"mean +- std"`` of a row summarised from ``value / 100`` (``summarize`` reports percent), ``"mean"`` for one
+    seed or a count that does not vary."""
+    if row.n < 2 or (digits == 0 and row.std == 0):
+        return f"{row.mean:,.{digits}f}"
+    return f"{row.mean:,.{digits}f} +- {row.std:,.{digits}f}"
+
+
+def routing_comparison(records: List[Dict[str, Any]]) -> List[str]:
+    from . import routing_comparison as rc
+
+    scale = records[0]["scale"]
+    order = [(("model", m), ("routing", r)) for m, r in rc.MODELS]
+    # summarize gives percent of a fraction: the measures that are not fractions go in divided by 100
+    columns = {"clean": (lambda r: r["test_error"], None), "affine": (lambda r: r["extra"]["affine_test_error"], None),
+               "entropy": (lambda r: r["extra"]["coupling_entropy"] / 100, 3),
+               "step": (lambda r: r["extra"]["seconds_per_step"] / 100, 3),
+               "parameters": (lambda r: r["extra"]["parameters"] / 100, 0)}
+    rows = {name: summarize(records, value=value, order=order) for name, (value, _) in columns.items()}
+    lines = ["| model | routing | clean test error | affNIST-like error | coupling entropy | s / step | parameters | "
+             "seeds |", "|---|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(rows["clean"]):
+        model, routing = (v for _, v in row.key)
+        cells = [format_percent(rows[n][i]) if digits is None else _plain(rows[n][i], digits)
+                 for n, (_, digits) in columns.items()]
+        lines.append(f"| {model} | {routing} | {' | '.join(cells)} | {_seeds(row)} |")
+    planned = rc.runs(scale)
+    done = {r["run"] for r in records}
+    missing = [r.name for r in planned if r.name not in done]
+    lines.append("")
+    lines.append(f"{len(planned) - len(missing)} of the {len(planned)} planned runs are recorded"
+                 + (f"; missing: {', '.join(missing)}." if missing else ".")
+                 + f" Every run trains {rc.steps(scale):,} steps on the same digits; affNIST-like: the generated set "
+                   "(capsedu.data.make_affine_test with AFFNIST_LIKE, seed 0); coupling entropy of the model's own "
+                   "routing on clean test digits (1 uniform, 0 all to one parent); s / step: wall-clock, which depends "
+                   "on what else the machine ran.")
+    return lines
+
+
 TABLES = {"mnist_table": mnist_table, "multimnist": multimnist, "affine_robustness": affine_robustness,
-          "data_efficiency": data_efficiency}
+          "data_efficiency": data_efficiency, "routing_comparison": routing_comparison}
 
 
 def summary(scale: str = "cpu", results: Path = REPO / "experiments" / "results") -> str:

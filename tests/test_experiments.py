@@ -39,7 +39,7 @@ def test_every_experiment_runs_at_tiny_scale_and_writes_valid_records(tmp_path, 
     from experiments.summary import summary
 
     table = summary("tiny", tmp_path / "r").split(f"### {name} (tiny scale)")[1].split("###")[0]
-    assert " | 0 | " in table    # the summary's table has the run's row, its seeds column naming seed 0
+    assert " | 0 |" in table     # the summary's table has the run's row, its seeds column naming seed 0
 
 
 def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path, monkeypatch):
@@ -428,3 +428,37 @@ def test_the_routing_comparisons_coupling_measures_are_chapter_7_6s_for_dynamic_
     for name in ("entropy", "weighted_entropy", "polarisation", "weighted_polarisation"):
         assert ours[f"coupling_{name}"] == pytest.approx(float(chapter[name][-1]), rel=1e-4), name
     assert ours["coupling_entropy"] < 1 - 1e-4  # a trained model's couplings have left uniform
+
+
+def _routing_record(tmp_path, model, routing, seed, error, affine, entropy, step, parameters):
+    """A ``routing_comparison`` record as the runner writes it, with made-up numbers, in ``tmp_path``."""
+    from capsedu.records import RECORD_FORMAT, write_record
+    from experiments import routing_comparison as rc
+
+    run = next(r for r in rc.runs("cpu", seeds=(seed,)) if r.key["model"] == model and r.key["routing"] == routing)
+    record = {"format": RECORD_FORMAT, "experiment": rc.NAME, "run": run.name, "key": run.key, "scale": "cpu",
+              "labels": run.labels, "config": run.config.to_dict(), "seed": seed, "epochs": 1, "wall_seconds": 10.0,
+              "train_seconds": 3600.0, "device": "cpu", "machine": "m", "torch": "t", "commit": "c",
+              "test_error": error, "test_accuracy": 1 - error,
+              "history": [{"epoch": 1, "train_examples": 55000, "test_error": error, "test_accuracy": 1 - error,
+                           "seconds": 3600.0}],
+              "extra": {"affine_test_error": affine, "coupling_entropy": entropy, "seconds_per_step": step,
+                        "parameters": parameters}}
+    write_record(record_path(run, tmp_path), record)
+
+
+def test_the_routing_comparison_table_has_one_row_per_model_and_routing_and_counts_the_planned_runs(tmp_path):
+    from experiments.summary import summary
+
+    _routing_record(tmp_path, "efficient-capsnet", "self-attention", 0, 0.030, 0.40, 0.5, 0.3, 186000)
+    _routing_record(tmp_path, "capsnet", "dynamic", 1, 0.012, 0.22, 0.9, 1.2, 5865792)
+    _routing_record(tmp_path, "capsnet", "dynamic", 0, 0.010, 0.20, 0.7, 1.0, 5865792)
+    _routing_record(tmp_path, "capsnet", "uniform", 0, 0.011, 0.25, 1.0, 0.5, 5865792)
+    text = summary("cpu", tmp_path).split("### routing_comparison (cpu scale)")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| capsnet | dynamic | 1.10 +- 0.14 % | 21.00 +- 1.41 % | 0.800 +- 0.141 | 1.100 +- 0.141 | 5,865,792 | 0, 1 |",
+        "| capsnet | uniform | 1.10 % | 25.00 % | 1.000 | 0.500 | 5,865,792 | 0 |",
+        "| efficient-capsnet | self-attention | 3.00 % | 40.00 % | 0.500 | 0.300 | 186,000 | 0 |"]
+    assert "4 of the 12 planned runs are recorded; missing: capsnet-self-attention-seed0," in text
+    assert "efficient-capsnet-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
