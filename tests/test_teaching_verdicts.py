@@ -99,3 +99,14 @@ def test_chapter_verdicts_read_the_current_experiments_from_the_repository(tmp_p
     data = verdicts[-1]
     assert data.seeds >= 3 and "1,000" in data.finding
     assert all(v.seeds == 0 for v in verdicts[:-1])
+
+
+def test_a_verdict_names_the_model_ahead_even_when_it_is_the_cnn_and_with_one_seed():
+    extra = lambda e: {"multimnist_test_error": e}  # noqa: E731
+    records = (_rec([0.27], extra=extra(0.27), row="capsnet-r3-recon")
+               + _rec([0.24], extra=extra(0.24), row="baseline"))
+    verdict = multimnist_verdict(records)
+    assert "CNN ahead (one seed so far" in verdict.finding and verdict.holds is None
+    affine = affine_verdict(_rec([0.01], extra={"affine_test_accuracy": 0.8, "affine_test": "s"}, model="capsnet")
+                            + _rec([0.01], extra={"affine_test_accuracy": 0.7, "affine_test": "s"}, model="baseline"))
+    assert "CapsNet ahead" in affine.finding         # higher accuracy is ahead

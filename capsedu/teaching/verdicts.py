@@ -67,7 +67,11 @@ def _pair(claim: str, evidence: str, rows: Dict[Any, RowSummary], a: Any, b: Any
     if a not in rows or b not in rows:
         return Verdict(claim, "not yet recorded", evidence, 0, None)
     x, y = rows[a], rows[b]
-    finding = f"{names[0]} {format_percent(x)} vs {names[1]} {format_percent(y)} ({spread_words(x, y)}{paper})"
+    # which row is ahead is said in words, whichever it is, before the spread says whether it counts
+    ahead = ("level" if x.mean == y.mean else
+             f"{names[0] if (x.mean < y.mean) == lower_is_better else names[1]} ahead")
+    finding = (f"{names[0]} {format_percent(x)} vs {names[1]} {format_percent(y)}: {ahead} "
+               f"({spread_words(x, y)}{paper})")
     return Verdict(claim, finding, evidence, min(x.n, y.n), lead(x, y, lower_is_better))
 
 
