@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import BASELINE_PRESETS, MODELS, PRESETS
     from .efficient_capsnet import EFFICIENT_PRESETS  # noqa: I001  (after models, which it subclasses)
     from .routings import ROUTINGS
-    from .training.config import RECIPES, TrainConfig
+    from .training.config import MODEL_ROUTING, RECIPES, TrainConfig
     from .training.objectives import OBJECTIVES
     from .training.optim import SCHEDULES
 
@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting settings that the flags above override: 'quick' " + _describe_recipe("quick")
                         + "; 'paper' " + _describe_recipe("paper") + " [quick]")
     t.add_argument("--routing-iterations", type=_iterations, default=None, help=f"[{d.routing_iterations}]")
-    t.add_argument("--routing", choices=sorted(ROUTINGS), default=None,
+    t.add_argument("--routing", choices=["auto", *sorted(ROUTINGS)], default=None,
                    help="the capsule layer's routing: " + "; ".join(f"'{name}' {what}" for name, what in _ROUTING_HELP.items())
-                        + f" [{d.routing}; " + ", ".join(f"{r} for {m}" for m, r in _MODEL_ROUTING.items()) + "]")
+                        + "; 'auto' the model's own (" + ", ".join(f"{r} for {m}" for m, r in MODEL_ROUTING.items())
+                        + f") [{d.routing}]")
     t.add_argument("--routing-gradient", choices=["all", "last"], default=None,
                    help=f"back-propagate through every routing iteration or only the last [{d.routing_gradient}]")
     t.add_argument("--no-reconstruction", dest="reconstruction", action="store_const", const=False, default=None,
@@ -191,9 +192,6 @@ _ROUTING_HELP = {
     "em": "EM routing, Hinton, Sabour & Frosst 2018 (--routing-iterations r)",
 }
 
-#: The routing ``capsedu train --model NAME`` uses when ``--routing`` is not given: each model's paper's.
-_MODEL_ROUTING = {"efficient-capsnet": "self-attention"}
-
 #: ``capsedu train`` options that are not training settings
 _NOT_SETTINGS = ("command", "resume", "overwrite", "no_progress", "recipe")
 
@@ -241,8 +239,6 @@ def _train(args: argparse.Namespace) -> int:
         if "output" not in given and args.resume:
             config = replace(config, output=str(Path(args.resume).parent))
     else:
-        if "routing" not in given and given.get("model") in _MODEL_ROUTING:
-            given["routing"] = _MODEL_ROUTING[given["model"]]
         config = TrainConfig(**{**RECIPES[args.recipe], **given})
     start = time.perf_counter()
     result = fit(config, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)

@@ -67,7 +67,7 @@ def validate_record(record: Any) -> None:
     from .train import TrainConfig  # the training code imports torch; keep reading records light
 
     try:
-        TrainConfig(**record["config"]).validate()
+        TrainConfig.from_dict(record["config"]).validate()
     except (TypeError, ValueError) as exc:
         raise RecordError(f"config is not a valid training configuration: {exc}") from None
 

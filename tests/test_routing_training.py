@@ -50,7 +50,7 @@ def test_a_run_with_another_routing_records_it_and_resumes_exactly(tmp_path, rou
                   progress=False, log=quiet)
     assert type(resumed.model.digits.routing) is ROUTINGS[routing]
     assert_same_weights(weights(straight.model), weights(resumed.model), exact=True)
-    with pytest.raises(ValueError, match=r"--routing 'dynamic' \(checkpoint: '" + routing):
+    with pytest.raises(ValueError, match=r"--routing 'auto' \(= 'dynamic'\) \(checkpoint: '" + routing):
         fit(tiny_config(tmp_path / "b", epochs=3), resume=tmp_path / "b" / "run" / "last.pt", progress=False,
             log=quiet)
 
@@ -127,3 +127,37 @@ def test_an_unknown_routing_is_refused_by_the_parser_and_by_the_config(capsys):
     assert info.value.code == 2 and "invalid choice: 'telepathy'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^--routing must be one of \['dynamic', 'em', "):
         TrainConfig(routing="telepathy").validate()
+
+
+def test_auto_routing_is_each_models_own_in_python_as_on_the_command_line():
+    from capsedu.training.config import MODEL_ROUTING
+
+    assert type(CapsNet("small").digits.routing) is ROUTINGS[MODEL_ROUTING["capsnet"]]          # the models' own
+    assert type(EfficientCapsNet().digits.routing) is ROUTINGS[MODEL_ROUTING["efficient-capsnet"]]
+    for model, routing in MODEL_ROUTING.items():
+        config = TrainConfig(model=model).validate()
+        assert config.routing == "auto" and config.resolved_routing() == routing
+        assert type(config.build_model().digits.routing) is ROUTINGS[routing]
+    stored = TrainConfig(model="efficient-capsnet").to_dict()
+    assert stored["routing"] == "self-attention" and TrainConfig.from_dict(stored).routing == "self-attention"
+    assert "routing" not in TrainConfig().to_dict() and "routing" not in TrainConfig(model="baseline").validate().to_dict()
+
+
+def test_a_stored_dynamic_run_still_equals_auto_and_a_stored_efficient_capsnet_without_routing_stays_dynamic():
+    stored = TrainConfig(routing="dynamic").to_dict()
+    assert stored == TrainConfig().to_dict()                  # a CapsNet stored as before "auto" existed
+    assert resume_differences(TrainConfig.from_dict(stored), TrainConfig()) == ([], [])
+    # an Efficient-CapsNet trained from Python before "auto" routed dynamically, and its settings say so by omission
+    old = TrainConfig(model="efficient-capsnet", routing="dynamic").to_dict()
+    assert "routing" not in old and TrainConfig.from_dict(old).resolved_routing() == "dynamic"
+    refused, _ = resume_differences(TrainConfig.from_dict(old), TrainConfig(model="efficient-capsnet"))
+    assert refused == ["--routing 'auto' (= 'self-attention') (checkpoint: 'dynamic')"]
+    assert resume_differences(TrainConfig.from_dict(old), TrainConfig(model="efficient-capsnet", routing="dynamic")) \
+        == ([], [])
+
+
+def test_the_cli_takes_auto_routing_explicitly(tmp_path, capsys, one_thread):
+    out = str(tmp_path / "c")
+    assert main(["train", "--routing", "auto", *SUBSET, "--train-limit", "64", "--epochs", "1", "--output", out]) == 0
+    state = load_checkpoint(tmp_path / "c" / "last.pt")
+    assert "routing" not in state["train_config"] and state["model_config"].get("routing", "dynamic") == "dynamic"

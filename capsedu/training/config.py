@@ -15,11 +15,16 @@ from ..routings import check_routing
 from .objectives import OBJECTIVES, PAIR_OBJECTIVES, Objective, make_objective
 from .optim import SCHEDULES
 
-__all__ = ["TrainConfig", "RECIPES", "RESUME_ADJUSTABLE", "CAPSULE_MODELS", "model_input_shape"]
+__all__ = ["TrainConfig", "RECIPES", "RESUME_ADJUSTABLE", "CAPSULE_MODELS", "MODEL_ROUTING", "model_input_shape"]
 
 #: The models of :data:`capsedu.models.MODELS` that return capsules (a ``CapsNetOutput``): they train with the margin
 #: loss and route with ``TrainConfig.routing``; the others return logits.
 CAPSULE_MODELS = ("capsnet", "efficient-capsnet")
+
+#: What ``TrainConfig(routing="auto")`` stands for: each capsule model's own paper's routing. A model without
+#: capsules ignores the setting; it resolves to ``"dynamic"``, the field's value before ``"auto"`` existed, so its
+#: records and checkpoints are stored as they always were.
+MODEL_ROUTING = {"capsnet": "dynamic", "efficient-capsnet": "self-attention"}
 
 
 @dataclass
@@ -42,10 +47,11 @@ class TrainConfig:
                                          # over the run; lr is its peak); capsedu train's quick recipe uses one-cycle
     routing_iterations: int = 3
     routing_gradient: str = "all"
-    routing: str = "dynamic"             # the capsule layer's procedure, a key of capsedu.routings.ROUTINGS (capsule
-                                         # models only; Efficient-CapsNet's own is "self-attention", which capsedu
-                                         # train picks for it when --routing is not given). Left out of to_dict()
-                                         # when "dynamic", so such a run is stored as before the field existed
+    routing: str = "auto"                # the capsule layer's procedure, a key of capsedu.routings.ROUTINGS (capsule
+                                         # models only), or "auto": the model's own (MODEL_ROUTING: dynamic for the
+                                         # capsnet, self-attention for the efficient-capsnet; resolved_routing()).
+                                         # to_dict() stores the resolved name, left out when "dynamic", so such a
+                                         # run is stored as before the field existed (from_dict reads it back)
     reconstruction: bool = True          # CapsNet with the decoder
     loss: str = "auto"                   # "auto" (margin for a CapsNet, cross-entropy for the baseline; on pairs
                                          # pair-margin and pair-bce) or a name in training.objectives.OBJECTIVES
@@ -92,7 +98,8 @@ class TrainConfig:
         choice("routing_gradient", GRADIENT_MODES)
         choice("loss", ["auto", *OBJECTIVES])
         choice("schedule", SCHEDULES)
-        check_routing(self.routing, prefix="--")
+        if self.routing != "auto":
+            check_routing(self.routing, prefix="--")
         if self.model == "baseline" and self.preset not in ("auto", *BASELINE_PRESETS):
             raise ValueError(f"--preset must be one of {sorted(BASELINE_PRESETS)} for the baseline, got {self.preset!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "decay_steps", "train_repeat"):
@@ -131,18 +138,19 @@ class TrainConfig:
     def _validate_routing(self) -> None:
         """``routing`` and ``routing_gradient`` only where they mean something: capsule models route, and only the
         CapsNet's dynamic routing has a gradient mode (or a none-of-the-above category, section 7's CIFAR-10)."""
-        if self.routing != "dynamic" and self.model not in CAPSULE_MODELS:
+        routing = self.resolved_routing()
+        if routing != "dynamic" and self.model not in CAPSULE_MODELS:
             raise ValueError(f"--routing {self.routing} routes capsules, and the {self.model} has none: use --model "
                              f"{' or '.join(CAPSULE_MODELS)}, or drop --routing")
         if self.routing_gradient != "all" and self.model == "efficient-capsnet":
             raise ValueError(f"--routing-gradient {self.routing_gradient} applies to the capsnet's dynamic routing "
                              f"only, not to the efficient-capsnet; drop --routing-gradient")
-        if self.routing_gradient != "all" and self.routing != "dynamic":
+        if self.routing_gradient != "all" and routing != "dynamic":
             raise ValueError(f"--routing-gradient {self.routing_gradient} applies to dynamic routing only, not to "
-                             f"--routing {self.routing}; drop one of them")
+                             f"--routing {routing}; drop one of them")
         preset = PRESETS.get(self.resolved_preset()) if self.model == "capsnet" else None
-        if self.routing != "dynamic" and preset is not None and preset.none_of_the_above:
-            raise ValueError(f"--routing {self.routing}: the {self.resolved_preset()} preset routes with a "
+        if routing != "dynamic" and preset is not None and preset.none_of_the_above:
+            raise ValueError(f"--routing {routing}: the {self.resolved_preset()} preset routes with a "
                              f"none-of-the-above category, which only dynamic routing has; use --routing dynamic "
                              f"or another --preset")
 
@@ -174,13 +182,26 @@ class TrainConfig:
         return "capsnet" if self.model in CAPSULE_MODELS else "baseline"
 
     def to_dict(self) -> Dict[str, Any]:
-        """The settings as checkpoints and records store them. ``routing`` appears only when not ``"dynamic"``, so
-        a run with the paper's routing is stored exactly as before the field existed (and an old checkpoint,
-        which lacks it, reads back as dynamic routing)."""
+        """The settings as checkpoints and records store them. ``routing`` is the resolved procedure (never
+        ``"auto"``: a record says what ran) and appears only when not ``"dynamic"``, so a run with the paper's
+        routing is stored exactly as before the field existed; :meth:`from_dict` reads it back."""
         d = asdict(self)
-        if self.routing == "dynamic":
+        d["routing"] = self.resolved_routing()
+        if d["routing"] == "dynamic":
             del d["routing"]
         return d
+
+    @classmethod
+    def from_dict(cls, settings: Dict[str, Any]) -> "TrainConfig":
+        """The configuration :meth:`to_dict` stored (a checkpoint's or a record's). A missing ``routing`` is
+        ``"dynamic"``, not ``"auto"``: that is what such a run trained with (before the field existed, or
+        left out as the paper's), whatever its model."""
+        return cls(**{"routing": "dynamic", **settings})
+
+    def resolved_routing(self) -> str:
+        """The routing procedure the model is built with: ``routing``, or for ``"auto"`` the model's own
+        (:data:`MODEL_ROUTING`; ``"dynamic"`` for a model without capsules, which ignores it)."""
+        return MODEL_ROUTING.get(self.model, "dynamic") if self.routing == "auto" else self.routing
 
     def resolved_preset(self) -> str:
         """The model preset that ``preset="auto"`` stands for: the data set's CapsNet (its recipe in
@@ -210,7 +231,7 @@ class TrainConfig:
         sizes = dict(in_channels=c, image_size=h, n_classes=n_classes)
         if self.model in CAPSULE_MODELS:
             sizes.update(routing_iterations=self.routing_iterations, reconstruction=self.reconstruction,
-                         routing=self.routing)
+                         routing=self.resolved_routing())
         if self.model == "capsnet":  # Efficient-CapsNet has no gradient mode (validate refuses one)
             sizes.update(routing_gradient=self.routing_gradient)
         return MODELS[self.model].from_preset(self.resolved_preset(), **sizes)

@@ -15,7 +15,7 @@ def _known_settings(train_config: Dict[str, Any]) -> TrainConfig:
     """``train_config`` as a :class:`TrainConfig`, ignoring settings this version does not know, so any
     checkpoint can be evaluated (older ones, which predate per-data-set recipes, get MNIST's)."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in train_config.items() if k in known})
+    return TrainConfig.from_dict({k: v for k, v in train_config.items() if k in known})
 
 
 def checkpoint_test_transform(train_config: Dict[str, Any]) -> Optional[Any]:

@@ -176,7 +176,7 @@ def _build(config: TrainConfig, data: _RunData, ctx: DistContext, run_dir: RunDi
     """A fresh run: the model (initialised from the seeded global generator), objective, optimizer, schedule."""
     device = data.device
     model = config.build_model(data.input_shape, data.train_split.n_classes).to(device)
-    routing = f", {config.routing} routing" if config.routing != "dynamic" else ""
+    routing = f", {config.resolved_routing()} routing" if config.resolved_routing() != "dynamic" else ""
     log(f"{data.description}; {config.model} {config.resolved_preset()!r}{routing}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters")
     optimize(model, compile=config.compile, channels_last=config.channels_last)

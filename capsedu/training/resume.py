@@ -38,7 +38,7 @@ def read_resumable(path: os.PathLike) -> Tuple[Dict[str, Any], TrainConfig]:
         raise CheckpointError(f"checkpoint {path} has unknown training settings {unknown} "
                               f"(written by another version of capsedu?)")
     try:
-        config = TrainConfig(**saved).validate()
+        config = TrainConfig.from_dict(saved).validate()
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} holds an invalid training setting: {exc}") from None
     return state, config
@@ -50,22 +50,31 @@ def _effective(config: TrainConfig, name: str) -> Any:
 
     if name == "preset":
         return config.resolved_preset()
+    if name == "routing":
+        return config.resolved_routing()
     if name == "augment" and config.augment == "auto":
         return recipe_for(config.dataset).augment
     return getattr(config, name)
 
 
+def _shown(config: TrainConfig, name: str) -> str:
+    """The setting as a message shows it: ``routing="auto"`` with the procedure it stands for."""
+    value = getattr(config, name)
+    return f"{value!r} (= {config.resolved_routing()!r})" if name == "routing" and value == "auto" else repr(value)
+
+
 def resume_differences(saved: TrainConfig, requested: TrainConfig) -> Tuple[List[str], List[str]]:
     """``(refused, honoured)``: one line per setting where ``requested`` differs from the checkpoint's.
 
-    ``"auto"`` equals what it stands for (``preset="auto"`` and ``"small"`` train the same MNIST model).
+    ``"auto"`` equals what it stands for (``preset="auto"`` and ``"small"`` train the same MNIST model;
+    ``routing="auto"`` and ``"dynamic"`` the same CapsNet).
     """
     refused, honoured = [], []
     for f in fields(TrainConfig):
         old, new = getattr(saved, f.name), getattr(requested, f.name)
         if old == new or _effective(saved, f.name) == _effective(requested, f.name):
             continue
-        line = f"{_flag(f.name)} {new!r} (checkpoint: {old!r})"
+        line = f"{_flag(f.name)} {_shown(requested, f.name)} (checkpoint: {_shown(saved, f.name)})"
         (honoured if f.name in RESUME_ADJUSTABLE else refused).append(line)
     return refused, honoured
 
