@@ -176,9 +176,10 @@ def test_contrasts_say_whether_each_difference_from_dynamic_routing_is_inside_th
     ])
     lines = contrasts(comparison_rows(records))
     assert lines == [
-        "  capsnet uniform: clean error % +0.10 (inside the seed spread 0.28); "
-        "affine error % +10.00 (outside the seed spread 2.83)",
-        "  capsnet em: clean error % +3.90 (under two seeds: no spread to compare with); affine error % not recorded"]
+        "  capsnet uniform: clean error % 1.20 against 1.10, +0.10 (inside the seed spread 0.28: no difference shown); "
+        "affine error % 21.00 against 11.00, +10.00 (outside the seed spread 2.83: higher over seeds 0,1 and 0,1)",
+        "  capsnet em: clean error % 5.00 against 1.10, +3.90 (a single seed cannot separate them); "
+        "affine error % not recorded"]
     assert contrasts(comparison_rows(records[2:])) == []                  # no dynamic-routing row to compare with
 
 
@@ -216,3 +217,41 @@ def test_planned_runs_reads_the_experiments_plan_or_says_none(tmp_path):
         for k in [k for k in sys.modules if k == "experiments" or k.startswith("experiments.")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+def test_the_report_of_the_first_seed_only_prints_its_numbers_and_claims_no_routing_ahead(tmp_path):
+    """Seed 0 of efficient-capsnet, uniform, dynamic and self-attention, as they may be recorded first."""
+    first = [("capsnet", "dynamic", 0.011, 0.30), ("capsnet", "uniform", 0.012, 0.20),
+             ("capsnet", "self-attention", 0.015, 0.45), ("efficient-capsnet", "self-attention", 0.030, 0.60)]
+    records = write_fakes(tmp_path, [fake_record(m, r, 0, e, {"affine_test_error": a}) for m, r, e, a in first])
+    planned = planned_runs("cpu")
+    text = recorded_runs_report(records, planned)
+    assert "4 recorded run(s)" in text and "8 of 12 planned run(s) have no record yet" in text
+    assert "model=capsnet, routing=em, seed=0" in text and "model=capsnet, routing=dynamic, seed=1" in text
+    assert text.rstrip().endswith(RECORD_COMMAND)
+    for model, routing, error, affine in first:        # every recorded number is in the table, as recorded
+        row = next(line for line in text.splitlines() if line.split()[:2] == [model, routing])
+        assert row.split()[2:5] == ["0", f"{100 * error:.2f}", f"{100 * affine:.2f}"], row
+    assert text.count("a single seed cannot separate them") == 2 * 3
+    assert "these records cannot say that one routing is ahead of another" in text
+    for claim in ("outside the seed spread", "lower", "higher", "inside the seed spread"):
+        assert claim not in text, claim
+
+
+def test_the_report_says_when_there_is_no_dynamic_routing_row_to_compare_with(tmp_path):
+    records = write_fakes(tmp_path, [fake_record("capsnet", "uniform", 0), fake_record("efficient-capsnet",
+                                                                                       "self-attention", 0)])
+    text = recorded_runs_report(records, [dict(r["key"]) for r in records])
+    assert "No record of capsnet with dynamic routing yet" in text and "against" not in text
+
+
+def test_the_report_compares_two_seeds_only_where_both_rows_have_them(tmp_path):
+    records = write_fakes(tmp_path, [fake_record("capsnet", "dynamic", s, 0.010 + 0.001 * s) for s in (0, 1)]
+                          + [fake_record("capsnet", "uniform", s, 0.030 + 0.001 * s) for s in (0, 1)]
+                          + [fake_record("capsnet", "em", 0, 0.050)])
+    text = recorded_runs_report(records, [dict(r["key"]) for r in records])
+    uniform = next(line for line in text.splitlines() if line.startswith("  capsnet uniform:"))
+    assert "clean error % 3.05 against 1.05, +2.00 (outside the seed spread 0.14: higher over seeds 0,1 and 0,1)" \
+        in uniform
+    assert "capsnet em: clean error % 5.00 against 1.05, +3.95 (a single seed cannot separate them)" in text
+    assert "cannot say that one routing is ahead" not in text

@@ -132,7 +132,8 @@ def routing_procedures_widget(u_hat: torch.Tensor, basis: torch.Tensor, procedur
     n_out = u_hat.shape[2]
     controls = {"procedure": W.Dropdown(options=list(PROCEDURES), value=procedure, description="procedure"),
                 "iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
-    fig, axes = new_figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
+    fig, axes = new_figure(n_out + 1, 2.4 * (n_out + 1), 3.0)    # 11+ px text where the book shows it
+    fig.subplots_adjust(wspace=0.4)
     out, readout = W.Output(), W.HTML()
     flat = u_hat[0] @ basis.T                                   # (n_in, n_out, 2): the votes in the toy's plane
 
@@ -300,9 +301,11 @@ def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tu
 
 def contrasts(rows: Sequence[ComparisonRow], metrics: Sequence[str] = ("error", "affine_error"),
               reference: Tuple[str, str] = ("capsnet", "dynamic")) -> List[str]:
-    """Each row against the ``reference`` row (model, routing): per metric, the difference of the means and whether
-    it is inside the seed-to-seed spread (smaller than the two rows' standard deviations added, the yardstick of
-    :func:`capsedu.records.inside_spread`). One line per row; ``[]`` without the reference row."""
+    """Each row against the ``reference`` row (model, routing), one line per row, per metric: both means, their
+    difference, and what the seeds allow to say about it. With two or more seeds in both rows, whether the
+    difference is inside the seed-to-seed spread (smaller than the two rows' standard deviations added, the
+    yardstick of :func:`capsedu.records.inside_spread`), and only outside it which one is lower; with a single seed
+    in either row, that one seed cannot separate them. ``[]`` without the reference row."""
     base = next((r for r in rows if (r.model, r.routing) == tuple(reference)), None)
     if base is None:
         return []
@@ -317,14 +320,21 @@ def contrasts(rows: Sequence[ComparisonRow], metrics: Sequence[str] = ("error", 
             if a is None or b is None:
                 parts.append(f"{heading} not recorded")
                 continue
-            text = f"{heading} {a - b:+.{digits}f}"
+            text = f"{heading} {a:.{digits}f} against {b:.{digits}f}, {a - b:+.{digits}f}"
             sa, sb = row.std(metric), base.std(metric)
             if sa is None or sb is None:
-                parts.append(f"{text} (under two seeds: no spread to compare with)")
+                parts.append(f"{text} (a single seed cannot separate them)")
+            elif abs(a - b) < sa + sb:
+                parts.append(f"{text} (inside the seed spread {sa + sb:.{digits}f}: no difference shown)")
             else:
-                parts.append(f"{text} ({'inside' if abs(a - b) < sa + sb else 'outside'} the seed spread {sa + sb:.{digits}f})")
+                parts.append(f"{text} (outside the seed spread {sa + sb:.{digits}f}: "
+                             f"{'lower' if a < b else 'higher'} over seeds {_seed_list(row)} and {_seed_list(base)})")
         lines.append(f"  {row.model} {row.routing}: " + "; ".join(parts))
     return lines
+
+
+def _seed_list(row: ComparisonRow) -> str:
+    return ",".join(str(s) for s in row.seeds)
 
 
 def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[List[Dict[str, Any]]]:
@@ -379,8 +389,16 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
                   format_comparison(rows, TABLES[0]), "", format_comparison(rows, TABLES[1], seeds=False)]
         against = contrasts(rows)
         if against:
-            lines += ["", "Against capsnet with dynamic routing (difference of the means; inside the seed spread when "
-                          "it is smaller than the two rows' standard deviations added):"] + against
+            base = next(r for r in rows if (r.model, r.routing) == ("capsnet", "dynamic"))
+            spread = base.n >= 2 and any(r.n >= 2 for r in rows if r is not base)
+            lines += ["", "Against capsnet with dynamic routing (the means and their difference" + (
+                "; inside the seed spread when it is smaller than the two rows' standard deviations added):"
+                if spread else "):")] + against
+            if not spread:
+                lines += ["", "No comparison above has two seeds on both sides: these records cannot say that one "
+                              "routing is ahead of another."]
+        elif len(rows) > 1:
+            lines += ["", "No record of capsnet with dynamic routing yet: no row to compare the others with."]
     else:
         lines.append(f"No recorded run of {EXPERIMENT}{where} yet: there is nothing to tabulate.")
     if planned is None:
