@@ -163,7 +163,7 @@ def plot_votes(axes, u_hat: ArrayLike, couplings: ArrayLike, outputs: ArrayLike,
         ax.set_ylim(-limit, limit)
         ax.set_aspect("equal")
         ax.set_title(f"parent {j}: |v| = {float(np.hypot(vx, vy)):.2f}", fontsize=11)
-        ax.set_xlabel("vote of child i: wider, darker = larger c_ij\nred: the output v_j" if j == 0 else "",
+        ax.set_xlabel("vote of child i: wider,\ndarker = larger c_ij\nred: the output v_j" if j == 0 else "",
                       fontsize=10)
         drawn.append(arrows)
     return drawn
@@ -174,12 +174,12 @@ def plot_couplings(ax: Axes, couplings: ArrayLike, vmax: float = 1.0):
     c = as_numpy(couplings)
     im = ax.imshow(c, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
     for (i, j), val in np.ndenumerate(c):
-        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=9, color="white" if val > 0.6 * vmax else "k")
+        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=10, color="white" if val > 0.6 * vmax else "k")
     ax.set_xlabel("parent j")
     ax.set_ylabel("child i")
     ax.set_xticks(range(c.shape[1]))
     ax.set_yticks(range(c.shape[0]))
-    ax.set_title("couplings c_ij", fontsize=9)
+    ax.set_title("couplings c_ij", fontsize=10)
     return im
 
 
@@ -197,16 +197,16 @@ def plot_routing_dynamics(ax_change: Axes, ax_steps: Axes, convergence: Mapping[
     bars = ax_change.bar(k, changes, color="C0")
     ax_change.set_xlabel("routing iteration k")
     ax_change.set_ylabel("mean |b(k) - b(k-1)|")
-    ax_change.set_title("what each iteration adds to the logits", fontsize=9)
+    ax_change.set_title("what each iteration adds to the logits", fontsize=10)
     lines = [ax_steps.semilogy(k[1:], as_numpy(convergence["coupling_step"]), "o-",
                                label="couplings: mean |c(k) - c(k-1)|")[0],
              ax_steps.semilogy(k[1:], as_numpy(convergence["output_step"]), "s-",
                                label="outputs: mean ||v(k) - v(k-1)||")[0]]
     ax_steps.set_xlabel("routing iteration k")
     ax_steps.set_ylabel("change from iteration k - 1")
-    ax_steps.set_title("does routing settle?", fontsize=9)
+    ax_steps.set_title("does routing settle?", fontsize=10)
     ax_steps.set_xlim(0.5, len(changes) + 0.5)
-    ax_steps.legend(fontsize=7)
+    ax_steps.legend(fontsize=9)
     return {"bars": bars, "lines": lines}
 
 
@@ -215,18 +215,20 @@ def draw_capsule_schema(ax: Optional[Axes] = None) -> Dict[str, object]:
     softmax of eq. 3, the weighted sum of eq. 2, squash (eq. 1), and line 7 of Procedure 1 feeding the
     agreement back into the logits. Returns :func:`~capsedu.teaching.images.draw_flow`'s record."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(12, 3.4))
+        _, ax = plt.subplots(figsize=(7.6, 4.0))
+    # three rows of two boxes, so that each box is wide enough for its text at a readable size: the votes come
+    # down into the sum, and the routing loop goes round the lower square (sum -> v -> b -> c -> sum)
     boxes = {
-        "u": (0.0, 2.2, "child outputs\n$u_i$", "#a1d99b"),
-        "votes": (4.0, 2.2, "votes (eq. 2), $W_{ij}$ learned\n$\\hat u_{j|i} = W_{ij} u_i$", "#fdd0a2"),
-        "sum": (8.0, 2.2, "total input (eq. 2)\n$s_j = \\sum_i c_{ij} \\hat u_{j|i}$", "#fdd0a2"),
-        "v": (12.0, 2.2, "parent outputs (eq. 1)\n$v_j = \\mathrm{squash}(s_j)$", "#9ecae1"),
-        "c": (8.0, 0.0, "couplings (eq. 3)\n$c_{ij} = \\mathrm{softmax}_j(b_{ij})$", "#dadaeb"),
-        "b": (12.0, 0.0, "logits, line 7, r times\n$b_{ij} \\leftarrow b_{ij} + \\hat u_{j|i} \\cdot v_j$", "#dadaeb"),
+        "u": (0.0, 4.0, "child outputs\n$u_i$", "#a1d99b"),
+        "votes": (5.8, 4.0, "votes (eq. 2), $W_{ij}$ learned\n$\\hat u_{j|i} = W_{ij} u_i$", "#fdd0a2"),
+        "sum": (5.8, 2.0, "total input (eq. 2)\n$s_j = \\sum_i c_{ij} \\hat u_{j|i}$", "#fdd0a2"),
+        "v": (5.8, 0.0, "parent outputs (eq. 1)\n$v_j = \\mathrm{squash}(s_j)$", "#9ecae1"),
+        "c": (0.0, 2.0, "couplings (eq. 3)\n$c_{ij} = \\mathrm{softmax}_j(b_{ij})$", "#dadaeb"),
+        "b": (0.0, 0.0, "logits, line 7, r times\n$b_{ij} \\leftarrow b_{ij} + \\hat u_{j|i} \\cdot v_j$", "#dadaeb"),
     }
     arrows = [("u", "votes", ""), ("votes", "sum", ""), ("sum", "v", ""), ("c", "sum", ""), ("v", "b", "agreement"),
               ("b", "c", "")]
-    return draw_flow(ax, boxes, arrows, size=(3.3, 1.0), fontsize=10)
+    return draw_flow(ax, boxes, arrows, size=(3.6, 1.1), fontsize=11)
 
 
 # ----------------------------------------------------------------------------- widget
@@ -250,7 +252,8 @@ def routing_widget(u_hat: Optional[torch.Tensor] = None, iterations: int = 1, ma
         u_hat = toy_votes()[0]
     n_out = u_hat.shape[2]
     controls = {"iterations": W.IntSlider(iterations, 1, max_iterations, description="iterations r")}
-    fig, axes = new_figure(n_out + 1, 3.0 * (n_out + 1), 3.2)
+    fig, axes = new_figure(n_out + 1, 2.4 * (n_out + 1), 3.0)    # 11+ px text where the book shows it
+    fig.subplots_adjust(wspace=0.4)
     out = W.Output()
     readout = W.HTML()
 

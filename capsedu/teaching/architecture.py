@@ -203,35 +203,54 @@ def draw_capsnet_diagram(rows: Sequence, ax: Optional[Axes] = None) -> Tuple[Fig
     """Boxes and arrows of the CapsNet data flow, labelled with the shapes of ``layer_table`` rows
     (:class:`capsedu.teaching.architecture.LayerRow`).
 
+    More than three stages are drawn in two rows (the first row's last box leads to the second row's first),
+    so that at the book's column width each box is wide enough for its text at a readable size.
     Returns ``(fig, labels)``: ``labels`` are the texts written in the boxes, top to bottom of the flow.
     """
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    from matplotlib.path import Path
 
+    n = len(rows)
+    per_row = n if n <= 3 else -(-n // 2)
+    n_rows = -(-n // per_row) if n else 1
+    width, height, gap, row_gap = 1.0, 1.0, 0.45, 0.8
+    pitch = height + row_gap
     if ax is None:
-        fig, ax = plt.subplots(figsize=(12, 3.2))
+        fig, ax = plt.subplots(figsize=(7.2, 1.9 * n_rows + 0.4))
     else:
         fig = ax.figure
     colours = {"input": "#dddddd", "conv1": "#9ecae1", "PrimaryCaps": "#a1d99b", "DigitCaps u_hat": "#fdd0a2",
                "decoder": "#dadaeb"}
     labels = []
-    n = len(rows)
-    width, gap = 1.0, 0.45
+
+    def corner(k):                                           # lower left corner of box k
+        return (k % per_row) * (width + gap), -(k // per_row) * pitch
+
     for k, row in enumerate(rows):
-        x = k * (width + gap)
+        x, y = corner(k)
         colour = colours.get(row.name, "#fcbba1")
-        ax.add_patch(FancyBboxPatch((x, 0.0), width, 1.0, boxstyle="round,pad=0.03", fc=colour, ec="black"))
+        ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.03", fc=colour, ec="black"))
         shape = " x ".join(str(s) for s in row.output_shape)
         text = f"{row.name}\n({shape})\n{row.params:,} params\n{row.macs / 1e6:.2f}M MACs"
-        ax.text(x + width / 2, 0.5, text, ha="center", va="center", fontsize=8)
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=10)
         labels.append(text)
-        if k < n - 1:
-            ax.add_patch(FancyArrowPatch((x + width + 0.03, 0.5), (x + width + gap - 0.03, 0.5),
+        if k == n - 1:
+            continue
+        if (k + 1) % per_row:                                # to the next box in the same row
+            ax.add_patch(FancyArrowPatch((x + width + 0.03, y + height / 2), (x + width + gap - 0.03, y + height / 2),
                                          arrowstyle="-|>", mutation_scale=14, color="black"))
-    ax.text(0, 1.15, "encoder: conv1 -> PrimaryCaps -> DigitCaps (routing)", fontsize=9, ha="left")
+        else:                                                # down, back to the left, down into the next row
+            x_next, y_next = corner(k + 1)
+            middle = y - row_gap / 2
+            path = Path([(x + width / 2, y - 0.05), (x + width / 2, middle), (x_next + width / 2, middle),
+                         (x_next + width / 2, y_next + height + 0.05)])
+            ax.add_patch(FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=14, color="black"))
+    ax.text(0, height + 0.12, "encoder: conv1 -> PrimaryCaps -> DigitCaps (routing)", fontsize=10, ha="left")
     if rows and rows[-1].name == "decoder":
-        ax.text((n - 1) * (width + gap), 1.15, "decoder (training regulariser)", fontsize=9, ha="left")
-    ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
-    ax.set_ylim(-0.15, 1.3)
+        x, y = corner(n - 1)
+        ax.text(x + width / 2, y - 0.1, "decoder (training regulariser)", fontsize=10, ha="center", va="top")
+    ax.set_xlim(-0.1, min(n, per_row) * (width + gap) - gap + 0.1)
+    ax.set_ylim(-(n_rows - 1) * pitch - 0.4, height + 0.35)
     ax.axis("off")
     return fig, labels
 
@@ -248,18 +267,18 @@ def plot_layer_costs(rows: Sequence, times: Optional[Mapping[str, float]] = None
     macs = np.array([r.macs for r in rows], dtype=float)
     panels = 3 if times else 2
     if axes is None:
-        _, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.2))
+        _, axes = plt.subplots(1, panels, figsize=(3.0 * panels, 3.0))  # 11+ px text in the book's column
     axes = np.atleast_1d(axes)
     axes[0].barh(names, params, color="#6baed6")
     axes[0].set_xlabel("parameters")
     axes[1].barh(names, np.maximum(macs, 1), color="#fd8d3c")  # log axis: a zero-cost row still gets a bar
     axes[1].set_xscale("log")
-    axes[1].set_xlabel("multiply-adds per image (log)")
+    axes[1].set_xlabel("multiply-adds per image\n(log scale)")
     secs = None
     if times:
         secs = np.array([times.get(n, times.get(n.split(" ")[0], 0.0)) for n in names], dtype=float)
         axes[2].barh(names, secs * 1e3, color="#74c476")
-        axes[2].set_xlabel("measured ms per batch (this CPU)")
+        axes[2].set_xlabel("measured ms per batch\n(this CPU)")
     for ax in axes:
         ax.invert_yaxis()
     for ax in axes[1:]:

@@ -36,7 +36,7 @@ def plot_training_curves(smoothed: Mapping[str, Mapping[str, Tuple[ArrayLike, Ar
     (``{run: {"loss": (steps, values), "accuracy": (steps, values)}}``). Returns ``{run: [loss line, accuracy line]}``.
     """
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     drawn = {}
     for name, h in smoothed.items():
         drawn[name] = [ax.plot(*h[key], label=name)[0] for ax, key in zip(axes, ("loss", "accuracy"))]
@@ -44,6 +44,6 @@ def plot_training_curves(smoothed: Mapping[str, Mapping[str, Tuple[ArrayLike, Ar
     axes[1].set_ylabel("training-batch accuracy")
     for ax in axes:
         ax.set_xlabel("step")
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=10)
         ax.grid(alpha=0.3)
     return drawn

@@ -28,10 +28,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the book extra
     raise ImportError("the interactive widgets need ipywidgets: pip install 'capsedu[book]'") from exc
 
-__all__ = ["InteractiveFigure", "control_row", "slider_grid", "new_figure", "SLIDER_MIN_WIDTH", "LIVE_HINT"]
+__all__ = ["InteractiveFigure", "control_row", "slider_grid", "new_figure", "SLIDER_MIN_WIDTH", "LIVE_HINT",
+           "STATIC_DPI"]
 
 #: the narrowest column of a slider grid: room for a label, a short track and the readout
 SLIDER_MIN_WIDTH = "230px"
+
+#: the resolution of a widget's static rendering (the figures a page without a kernel shows)
+STATIC_DPI = 90
 
 LIVE_HINT = ("A live widget: a static page has no Python kernel, so here are {what}. To move the controls "
              "yourself, open this chapter in JupyterLab (<code>make book</code> in the repository) and run it.")
@@ -156,5 +160,5 @@ def _describe_values(values: Mapping[str, Any]) -> str:
 
 def _png_base64(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=STATIC_DPI, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -82,16 +82,23 @@ def margin_loss_widget(m_pos: float = 0.9, m_neg: float = 0.1, lam: float = 0.5,
         "lam": W.FloatSlider(value=lam, min=0.0, max=1.0, step=0.05, description="lambda"),
     }
     output = W.Output()
-    fig, axes = new_figure(2, 10, 3.4)
+    fig, axes = new_figure(2, 8.6, 3.4)     # at most the book's column wide, so that its text stays 11+ px
+    fig.subplots_adjust(wspace=0.3)
 
     def compute(values):
         curves = margin_loss_curves(values["m_pos"], values["m_neg"], values["lam"])
         for ax in axes:
             ax.clear()
-        plot_margin_loss(curves, ax=axes[0])
+        lines = plot_margin_loss(curves, ax=axes[0])
         plot_margin_loss(curves, ax=axes[1], gradients=True)
-        axes[0].set_title("loss of one digit capsule (Eq. 4)", fontsize=9)
-        axes[1].set_title("its slope: the push on ||v|| in training", fontsize=9)
+        for ax in axes:                         # one legend for both panels, below them, instead of two inside
+            ax.get_legend().remove()
+        for legend in list(fig.legends):
+            legend.remove()
+        fig.legend(lines, [line.get_label() for line in lines], loc="upper center", ncol=1, fontsize=9,
+                   bbox_to_anchor=(0.5, 0.0))
+        axes[0].set_title("loss of one digit capsule (Eq. 4)", fontsize=10)
+        axes[1].set_title("its slope: the push on ||v|| in training", fontsize=10)
         return {**curves, "figure": fig}
 
     def describe(v, _state):

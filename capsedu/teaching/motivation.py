@@ -261,8 +261,11 @@ def plot_pooling_vs_pose(axes: Sequence[Axes], readout: Mapping[str, torch.Tenso
     marks = ax_img.scatter(centres[:, 1], centres[:, 0], edgecolors=[f"C{t}" for t in pos[:, 0]],
                            s=250, marker="s", facecolors="none", linewidths=1.5)
     for t, r, c in pos:
-        ax_img.annotate(f"{part_names[t]} ({r},{c})", (c, r), xytext=(0, 12), textcoords="offset points",
-                        fontsize=7, color=f"C{t}")
+        # above the part, or to its right where another part sits just above it (the nose under the eyes)
+        crowded = any(0 < r - r2 <= 4 for _, r2, _ in pos)
+        ax_img.annotate(f"{part_names[t]} ({r},{c})", (c, r), xytext=(12, 0) if crowded else (0, 12),
+                        textcoords="offset points", fontsize=9, color=f"C{t}", ha="left" if crowded else "center",
+                        va="center" if crowded else "baseline")
     ax_img.set_title("picture + capsule readout (type, row, col)", fontsize=9)
     ax_img.set_xticks([])
     ax_img.set_yticks([])
@@ -279,18 +282,20 @@ def draw_transforming_autoencoder(ax: Optional[Axes] = None, capsules: int = 3) 
     $p$; the parts are summed into the shifted image the network is trained to produce. Returns
     :func:`~capsedu.teaching.images.draw_flow`'s record."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(12, 1.0 * capsules + 0.6))
+        _, ax = plt.subplots(figsize=(8.4, 1.3 * capsules + 0.4))
+    # each text is broken into short lines, so that the five boxes of a row fit the book's column at a
+    # readable size
     boxes = {"image": (0.0, capsules - 1.0, "input image", "#dddddd"),
-             "output": (16.0, capsules - 1.0, "output: the image\nshifted by $(\\Delta x, \\Delta y)$", "#dddddd")}
+             "output": (16.0, capsules - 1.0, "output: the\nimage shifted\nby $(\\Delta x, \\Delta y)$", "#dddddd")}
     arrows = []
     for k in range(capsules):
         y = 2.0 * (capsules - 1 - k)
-        boxes[f"rec{k}"] = (4.0, y, f"capsule {k + 1}: recognition\nunits", "#a1d99b")
-        boxes[f"pose{k}"] = (8.0, y, "$p$;  $x + \\Delta x$,  $y + \\Delta y$", "#fdd0a2")
-        boxes[f"gen{k}"] = (12.0, y, "generation units,\noutput $\\times\\ p$", "#9ecae1")
+        boxes[f"rec{k}"] = (4.0, y, f"capsule {k + 1}:\nrecognition\nunits", "#a1d99b")
+        boxes[f"pose{k}"] = (8.0, y, "$p$\n$x + \\Delta x$\n$y + \\Delta y$", "#fdd0a2")
+        boxes[f"gen{k}"] = (12.0, y, "generation\nunits:\noutput $\\times\\ p$", "#9ecae1")
         arrows += [("image", f"rec{k}", ""), (f"rec{k}", f"pose{k}", ""), (f"pose{k}", f"gen{k}", ""),
                    (f"gen{k}", "output", "")]
-    return draw_flow(ax, boxes, arrows, size=(3.3, 1.1), fontsize=10)
+    return draw_flow(ax, boxes, arrows, size=(3.2, 1.55), fontsize=10)
 
 
 # ----------------------------------------------------------------------------- widget

@@ -115,7 +115,7 @@ def draw_squash_2d(ax: Axes, s: ArrayLike, v: ArrayLike, limit: float = 3.0) -> 
               for vec, lw, col in ((s, 1.5, "C0"), (v, 3, "C3"))]
     ax.plot([], [], color="C0", label=f"s, |s| = {float(np.hypot(*s)):.2f}")
     ax.plot([], [], color="C3", lw=3, label=f"v = squash(s), |v| = {float(np.hypot(*v)):.3f}")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=9)
     ax.set_xlim(-limit, limit)
     ax.set_ylim(-limit, limit)
     ax.set_aspect("equal")
