@@ -92,9 +92,10 @@ def _strongest_dimensions():
                                               for d in range(4)])[0]
 
 
-def _image_rows():
-    batch = torch.rand(8, 28, 28, generator=torch.Generator().manual_seed(0))
-    return images.show_image_rows([batch] * 4, row_titles=["input", "w = 0", "w = 0.0005", "w = 0.05"])
+def _image_rows():                                  # chapter 6.2: ten digits, four rows
+    batch = torch.rand(10, 28, 28, generator=torch.Generator().manual_seed(0))
+    return images.show_image_rows([batch] * 4, row_titles=["input", "w = 0", "w = 0.0005", "w = 0.05"],
+                                  captions=[str(k) for k in range(10)])
 
 
 def _routing_procedures_widget():

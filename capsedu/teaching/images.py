@@ -49,10 +49,14 @@ def show_image_rows(rows: Sequence[ArrayLike], row_titles: Optional[Sequence[str
     """A grid of grey images: ``rows`` is a list of image batches ``(n, [1,] H, W)`` of equal ``n``.
 
     ``captions`` (optional) is a list of ``n`` strings written above the first row. Returns the figure.
+    A row of many images is drawn smaller (at most 8.5 inches of images in a row), so that the book, which
+    shows a figure at most as wide as its text column, does not scale the captions below 11 px.
     """
     arrays = [_as_images(r) for r in rows]
     n = arrays[0].shape[0]
-    fig, axes = plt.subplots(len(arrays), n, figsize=(size * n, size * len(arrays) + 0.3), squeeze=False)
+    size = min(size, 8.5 / n)
+    # rows at least an inch apart, so that row titles such as 'w = 0.0005' do not run into each other
+    fig, axes = plt.subplots(len(arrays), n, figsize=(size * n, max(size, 1.0) * len(arrays) + 0.3), squeeze=False)
     for i, arr in enumerate(arrays):
         for j in range(n):
             ax = axes[i, j]

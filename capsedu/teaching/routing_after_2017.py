@@ -98,15 +98,20 @@ def coupling_measures(couplings: torch.Tensor, u_hat: Optional[torch.Tensor] = N
 
 
 def plot_couplings_row(axes, couplings: Mapping[str, torch.Tensor]) -> list:
-    """One coupling heat map per procedure, side by side: ``couplings`` maps a title to ``(n_in, n_out)``.
-    Returns the images."""
+    """One coupling heat map per procedure: ``couplings`` maps a title to ``(n_in, n_out)``; ``axes`` is a row
+    or a grid (filled row by row, the axes left over switched off; a grid of two rows keeps the book's figure
+    narrow enough for its numbers to stay readable). Returns the images."""
+    axes = np.atleast_1d(axes).ravel()
     images = []
-    for ax, (title, c) in zip(np.atleast_1d(axes), couplings.items()):
+    for ax, (title, c) in zip(axes, couplings.items()):
         ax.clear()
         images.append(plot_couplings(ax, c))
-        ax.set_title(title, fontsize=9)
-        if ax is not np.atleast_1d(axes)[0]:
+        ax.set_title(title, fontsize=10)
+        spec = ax.get_subplotspec()
+        if (not spec.is_first_col()) if spec is not None else ax is not axes[0]:
             ax.set_ylabel("")
+    for ax in axes[len(couplings):]:
+        ax.axis("off")
     return images
 
 
