@@ -140,7 +140,8 @@ def test_auto_routing_is_each_models_own_in_python_as_on_the_command_line():
         assert type(config.build_model().digits.routing) is ROUTINGS[routing]
     stored = TrainConfig(model="efficient-capsnet").to_dict()
     assert stored["routing"] == "self-attention" and TrainConfig.from_dict(stored).routing == "self-attention"
-    assert "routing" not in TrainConfig().to_dict() and "routing" not in TrainConfig(model="baseline").validate().to_dict()
+    assert "routing" not in TrainConfig().to_dict()
+    assert "routing" not in TrainConfig(model="baseline").validate().to_dict()
 
 
 def test_a_stored_dynamic_run_still_equals_auto_and_a_stored_efficient_capsnet_without_routing_stays_dynamic():
