@@ -462,3 +462,15 @@ def test_the_routing_comparison_table_has_one_row_per_model_and_routing_and_coun
         "| efficient-capsnet | self-attention | 3.00 % | 40.00 % | 0.500 | 0.300 | 186,000 | 0 |"]
     assert "4 of the 12 planned runs are recorded; missing: capsnet-self-attention-seed0," in text
     assert "efficient-capsnet-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
+
+
+def test_em_routings_first_adam_step_at_the_papers_rate_lifts_every_activation_and_a_tenth_of_it_does_not():
+    from capsedu.teaching.routing_after_2017 import em_first_steps as first_steps
+
+    paper = first_steps(1e-3, steps=1)           # capsedu.routings.em's docstring and chapter 10.5 quote these
+    assert paper[0]["loss"] == pytest.approx(1.639, abs=0.01) and paper[0]["argument"] > 0   # every parent above 0.5
+    assert paper[1]["loss"] > 2 * paper[0]["loss"] and min(paper[1]["a_true"], paper[1]["a_others"]) > 0.9
+    assert paper[1]["child_length"] > 5 * paper[0]["child_length"] and paper[1]["turn"] < 0  # swung round, 6x longer
+    assert paper[1]["mass"] > 5 * paper[0]["mass"]
+    slow = first_steps(1e-4, steps=2)
+    assert slow[2]["loss"] < slow[1]["loss"] < slow[0]["loss"] and slow[1]["child_length"] < slow[0]["child_length"]

@@ -25,6 +25,36 @@ schedule the authors gave in their answers on OpenReview (as quoted in IBM/matri
 ``em_routing.py``): ``lambda_t = final_lambda (1 - 0.95^t)`` for iterations ``t = 1, 2, ...``, with
 ``final_lambda = 0.01`` (:func:`inverse_temperature`).
 
+Training it in the CapsNet, the first Adam step at lr 1e-3 drives every class activation towards 1, and the margin
+loss rises. This is not a slip in the procedure above (it is the paper's Procedure 1 with the schedule IBM's
+reimplementation quotes) but how three choices of this library meet Adam's first step:
+
+* the class score is ``a_j`` itself (the capsule's length, which the margin loss reads). The paper trains it with
+  the spread loss, which sees only ``a_t - a_i``; the margin loss wants nine of ten activations below 0.1;
+* ``beta_a = beta_u = 0`` at the start, and with the small CapsNet's tiny votes every ``log sigma_j^h`` is
+  negative, so every cost is negative and every parent starts above 0.5, with or without evidence. IBM's
+  reimplementation instead draws ``beta_a`` around -1000 and scales the cost by 100 / (children per parent)
+  (Gritzman 2019, "Avoiding implementation pitfalls of Matrix capsules with EM routing"), and quotes Hinton's
+  answer on OpenReview: they set the initialisation so that half the capsules in each layer start active;
+* the children's activations ``a_i`` are the lengths of the squashed primary capsules (the paper gives each capsule
+  a separate logistic unit), so the mass ``sum_i R_ij a_i`` that multiplies every negative cost grows with the
+  poses.
+
+``python -m experiments.em_first_steps`` (seed 0, one thread, the first 64 digits of the shipped subset, small
+CapsNet, r = 3) measured: at the start the argument of the logistic is 0.74 and every class activation about 0.68
+(loss 1.639); Adam's first step at lr 1e-3 moves every weight by about the learning rate whatever its gradient, the
+primary capsules swing round (mean cosine with their old direction -0.47) and come out six times longer (mean length
+0.079 -> 0.484), the mass grows from 4.6 to 27.9, the argument to 3.55, every activation to about 0.96, and the
+loss to 3.398 (1.686 after 20 steps on that batch, accuracy still 0.16). At lr 1e-4 the same step shortens the
+primary capsules as the gradient asks (0.079 -> 0.051) and the loss falls at every step (1.639, 1.379, 1.294,
+1.263, 1.230; accuracy 0.66 after four steps, 0.898 and 1.00 after 20; at 3e-4, 0.860 after 20). Even then the nine
+other classes stay above 0.5 (0.522 after 20 steps): the logistic's argument stays positive while the votes are
+small and ``beta_a``, whose gradient carries the factor ``lambda`` (0.0014), has barely moved, so the margin loss's
+0.1 is out of reach early on. Dynamic routing's first step at 1e-3 makes the primary capsules 8 times longer too
+(``--routing dynamic``), but its class scores are squashed sums of the votes, 0.08 to 0.09 after that step, and its
+loss falls (0.901 -> 0.744). The routing comparison (chapter 10) keeps the 2017 paper's Adam at 1e-3 for every
+procedure, so its EM runs start with this jump.
+
 Numerics: the E-step works with logarithms (``R`` is a softmax of ``log a_j + log p_ij``, so far-away votes
 do not underflow ``p`` to 0/0), a variance gets ``1e-9`` added before its logarithm (a parent with one
 child has ``sigma = 0``), and the M-step divides by ``sum_i R_ij + 1e-12`` (absent children give 0).

@@ -10,6 +10,8 @@
   (:mod:`capsedu.teaching.couplings`), plain and weighted by each child's total vote length.
 * :func:`plot_couplings_row`, :func:`routing_procedures_widget`: the couplings side by side, and the widget
   that switches procedure and iterations on one input.
+* :func:`em_first_steps`: the small CapsNet's first Adam steps with EM routing, and what its class activations
+  are made of at each (section 10.5, ``python -m experiments.em_first_steps``).
 * :func:`comparison_rows`, :func:`format_comparison`, :func:`contrasts`, :func:`missing_runs`,
   :func:`recorded_runs_report`: the recorded runs of the experiment ``routing_comparison``
   (``experiments/results/routing_comparison/<scale>/``), summarised per model and routing as mean +- std over
@@ -25,14 +27,16 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
+from ..functional import capsule_length
 from ..routings import ROUTINGS, build_routing
+from ..routings.em import EMRouting, em_routing, inverse_temperature
 from .agreement import _couplings_html, plot_couplings, plot_votes
 from .couplings import entropy, polarisation, weighted_mean
 
 __all__ = ["PROCEDURES", "PAPERS", "lift_toy", "route_toy", "coupling_measures", "plot_couplings_row",
            "routing_procedures_widget", "EXPERIMENT", "SCALE", "RECORD_COMMAND", "METRICS", "metric_value",
-           "ComparisonRow", "comparison_rows", "TABLES", "format_comparison", "contrasts", "planned_runs", "missing_runs",
-           "recorded_runs_report"]
+           "ComparisonRow", "comparison_rows", "TABLES", "format_comparison", "contrasts", "planned_runs",
+           "missing_runs", "recorded_runs_report", "em_first_steps"]
 
 #: the procedures of :data:`capsedu.routings.ROUTINGS`, in the chapter's order
 PROCEDURES: Tuple[str, ...] = ("dynamic", "uniform", "self-attention", "inverted-attention", "em")
@@ -165,6 +169,79 @@ def routing_procedures_widget(u_hat: torch.Tensor, basis: torch.Tensor, procedur
     box.readout = readout
     box.update()
     return box
+
+
+# ----------------------------------------------------------------------------- EM routing's first training steps
+
+def _em_internals(model, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
+    """What the activation of the model's EM routing is made of on ``images`` (means over batch and parents); for
+    another procedure only the class scores and the primary capsules' length."""
+    routing = model.digits.routing
+    with torch.no_grad():
+        u = model.primary_capsules(images)                     # (batch, n_in, in_dim)
+        a_in = capsule_length(u)                               # children's activations a_i
+        if not isinstance(routing, EMRouting):
+            lengths = model(images).lengths
+            true = lengths.gather(1, labels[:, None]).squeeze(1)
+            others = (lengths.sum(dim=1) - true) / (lengths.shape[1] - 1)
+            return {"a_true": float(true.mean()), "a_others": float(others.mean()), "child_length": float(a_in.mean())}
+        votes = model.digits.predictions(u)                    # (batch, n_in, n_out, dim)
+        r = model.digits.iterations
+        result = em_routing(votes, a_in, routing.beta_u, routing.beta_a, r, routing.final_lambda)
+        weighted = result.assignments * a_in.unsqueeze(-1)     # the last M-step's R_ij a_i
+        mass = weighted.sum(dim=1)                             # (batch, n_out)
+        mean = torch.einsum("bij,bijh->bjh", weighted / mass.unsqueeze(1), votes)
+        variance = torch.einsum("bij,bijh->bjh", weighted / mass.unsqueeze(1), (votes - mean.unsqueeze(1)) ** 2) + 1e-9
+        log_sigma = 0.5 * variance.log().sum(dim=-1)           # sum_h log sigma_j^h, (batch, n_out)
+        cost = routing.beta_u * variance.shape[-1] * mass + log_sigma * mass
+        argument = inverse_temperature(r, routing.final_lambda) * (routing.beta_a - cost)
+        true = result.activations.gather(1, labels[:, None]).squeeze(1)
+        others = (result.activations.sum(dim=1) - true) / (result.activations.shape[1] - 1)
+    return {"a_true": float(true.mean()), "a_others": float(others.mean()), "child_length": float(a_in.mean()),
+            "mass": float(mass.mean()), "sum_log_sigma": float(log_sigma.mean()), "argument": float(argument.mean())}
+
+
+def em_first_steps(lr: float, steps: int = 4, examples: int = 64, seed: int = 0,
+                   routing: str = "em") -> List[Dict[str, float]]:
+    """The small CapsNet with ``routing`` (seed ``seed``), ``steps`` Adam steps at ``lr`` on the first ``examples``
+    digits of the shipped subset, on one torch thread (``python -m experiments.em_first_steps``, section 10.5).
+
+    Returns one dict per step 0..``steps`` (step 0: before any update): ``loss`` (margin + reconstruction, the
+    trainer's objective), ``accuracy`` on the batch, the means of :func:`_em_internals` (``a_true``, ``a_others``,
+    ``child_length``; for EM also ``mass``, ``sum_log_sigma``, ``argument``) and from step 1 ``turn``, the mean
+    cosine of each primary capsule with itself before the step."""
+    from ..data import Batches, load_split
+    from ..training.config import TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        images, labels = next(iter(Batches(load_split("mnist", "train", subset=True), examples, limit=examples)))
+        config = TrainConfig(preset="small", routing=routing, seed=seed).validate()
+        torch.manual_seed(seed)
+        model = config.build_model(tuple(images.shape[1:]))
+        objective = config.build_objective()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        out, before = [], None
+        for step in range(steps + 1):
+            model.train()
+            output = model(images, labels)
+            loss = sum(objective.loss(output, images, labels).values())
+            accuracy = float((output.lengths.argmax(1) == labels).float().mean())
+            row = {"step": step, "loss": loss.item(), "accuracy": accuracy, **_em_internals(model, images, labels)}
+            with torch.no_grad():
+                u = model.primary_capsules(images)
+            if before is not None:
+                row["turn"] = float(torch.nn.functional.cosine_similarity(u, before, dim=-1).mean())
+            before = u
+            out.append(row)
+            if step < steps:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return out
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- the recorded runs
