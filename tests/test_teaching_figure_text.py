@@ -11,9 +11,9 @@ import pytest
 import torch
 from matplotlib.text import Text
 
-from capsedu import CapsNet
-from capsedu.teaching import (agreement, architecture, curves, decoder, images, margin, motivation,
-                              routing_after_2017, squashing)
+from capsedu import BaselineCNN, CapsNet
+from capsedu.teaching import (affine, agreement, architecture, curves, decoder, images, margin, motivation,
+                              multimnist, routing_after_2017, squashing)
 from capsedu.teaching.interactive import STATIC_DPI
 
 # Width in CSS px of the HTML book's text column in a 1280 px wide window (sphinx-book-theme 1.4 on
@@ -103,6 +103,22 @@ def _routing_procedures_widget():
     return routing_after_2017.routing_procedures_widget(u_hat, basis, procedure="dynamic", iterations=1).figure
 
 
+def _affine_widget():
+    torch.manual_seed(0)
+    digits = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    digits[:, 0, 6:22, 12:16] = 255                                   # a vertical bar
+    models = CapsNet("small", image_size=40).eval(), BaselineCNN(image_size=40, channels=(8, 8, 8)).eval()
+    return affine.affine_widget(*models, digits).figure
+
+
+def _multimnist_pairs():                            # chapter 7.3's columns: four right, two forced, one wrong
+    g = torch.Generator().manual_seed(0)
+    kinds = ["R"] * 4 + ["P", "R", "*"]
+    return multimnist.draw_pairs([multimnist.PairColumn(k, kind, torch.rand(36, 36, generator=g),
+                                                        torch.rand(2, 36, 36, generator=g), (k, 9 - k), (k, 9 - k))
+                                  for k, kind in enumerate(kinds)])
+
+
 def _margin_loss():
     margin.plot_margin_loss(margin.margin_loss_curves())
     return plt.gcf()
@@ -125,6 +141,8 @@ FIGURES = [
     ("routing widget", "3", lambda: agreement.routing_widget().figure, STATIC_DPI),
     ("margin loss widget", "5", lambda: margin.margin_loss_widget().figure, STATIC_DPI),
     ("routing procedures widget", "10", _routing_procedures_widget, STATIC_DPI),
+    ("affine widget", "7", _affine_widget, STATIC_DPI),
+    ("MultiMNIST pairs", "7.3", _multimnist_pairs, NOTEBOOK_DPI),
 ]
 
 

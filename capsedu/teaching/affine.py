@@ -109,9 +109,9 @@ def draw_prediction(axes: Sequence[Any], image: torch.Tensor, prediction: Mappin
         ax_bar.bar(classes - 0.2, prediction["capsnet_lengths"].numpy(), 0.4, label="CapsNet |v_k|")
         ax_bar.bar(classes + 0.2, prediction["baseline_probs"].numpy(), 0.4, label="CNN softmax")
         title += f"   CNN: {prediction['baseline_class']}"
-    ax_bar.set_xticks(classes), ax_bar.set_ylim(0, 1.35), ax_bar.set_yticks([0, 0.5, 1])
+    ax_bar.set_xticks(classes), ax_bar.set_ylim(0, 1.5), ax_bar.set_yticks([0, 0.5, 1])
     ax_bar.set_title(title)
-    ax_bar.legend(loc="upper center", ncol=2, fontsize=8)     # above the bars (all <= 1), covering none
+    ax_bar.legend(loc="upper center", fontsize=9)             # above the bars (all <= 1), covering none
 
 
 def plot_sweep(axes: Sequence[Any], sweep: Mapping[str, Mapping[str, np.ndarray]],
@@ -148,7 +148,7 @@ def affine_widget(capsnet: torch.nn.Module, baseline: Optional[torch.nn.Module],
         "shear": W.FloatSlider(0.0, min=-0.6, max=0.6, step=0.05, description="shear"),
         "scale": W.FloatSlider(1.0, min=0.5, max=1.6, step=0.05, description="scale"),
     }
-    fig, axes = new_figure(3, 9.0, 3.0)
+    fig, axes = new_figure(3, 7.8, 3.0)     # at most the book's column wide: its text stays 11+ px there
     out = W.Output()
     # two sliders to a line at most: a track a few hundred pixels long moves a few degrees per step
     sliders = slider_grid(list(controls.values()), min_width="400px")
