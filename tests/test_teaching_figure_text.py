@@ -111,6 +111,14 @@ def _affine_widget():
     return affine.affine_widget(*models, digits).figure
 
 
+def _affine_sweep():                                # as chapter 7.4 draws it: three panels, 10 x 3.2 in
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    values = np.linspace(-60, 60, 9)
+    row = {"values": values, "CapsNet": np.linspace(0.2, 0.99, 9), "CNN": np.linspace(0.1, 0.98, 9)}
+    affine.plot_sweep(axes, {name: row for name in ("rotation", "shear", "scale")})
+    return fig
+
+
 def _multimnist_pairs():                            # chapter 7.3's columns: four right, two forced, one wrong
     g = torch.Generator().manual_seed(0)
     kinds = ["R"] * 4 + ["P", "R", "*"]
@@ -143,6 +151,7 @@ FIGURES = [
     ("routing procedures widget", "10", _routing_procedures_widget, STATIC_DPI),
     ("affine widget", "7", _affine_widget, STATIC_DPI),
     ("MultiMNIST pairs", "7.3", _multimnist_pairs, NOTEBOOK_DPI),
+    ("accuracy under affine warps", "7.4", _affine_sweep, NOTEBOOK_DPI),
 ]
 
 

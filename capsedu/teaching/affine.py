@@ -122,8 +122,8 @@ def plot_sweep(axes: Sequence[Any], sweep: Mapping[str, Mapping[str, np.ndarray]
             if model != "values":
                 ax.plot(row["values"], 100 * acc, marker="o", label=model)
         ax.set_xlabel(f"{name} ({units.get(name, '')})", fontsize=12), ax.set_ylabel("test accuracy (%)", fontsize=12)
-        ax.set_ylim(0, 100), ax.grid(alpha=0.3), ax.tick_params(labelsize=11)
-    axes[0].legend(fontsize=11)
+        ax.set_ylim(0, 100), ax.grid(alpha=0.3), ax.tick_params(labelsize=12)
+    axes[0].legend(fontsize=12)
 
 
 # ----------------------------------------------------------------------------- widget
