@@ -110,3 +110,14 @@ def test_a_verdict_names_the_model_ahead_even_when_it_is_the_cnn_and_with_one_se
     affine = affine_verdict(_rec([0.01], extra={"affine_test_accuracy": 0.8, "affine_test": "s"}, model="capsnet")
                             + _rec([0.01], extra={"affine_test_accuracy": 0.7, "affine_test": "s"}, model="baseline"))
     assert "CapsNet ahead" in affine.finding         # higher accuracy is ahead
+
+
+def test_the_affine_verdict_leaves_out_a_run_that_never_reached_the_stopping_level():
+    def rec(model, seed, acc, reached=True):
+        until = {"reached": reached, "level": 0.985}
+        return _rec([0.01], [seed], {"affine_test_accuracy": acc, "affine_test": "s", "until": until}, model=model)
+
+    records = (rec("capsnet", 0, 0.80) + rec("capsnet", 1, 0.81) + rec("baseline", 0, 0.70) + rec("baseline", 1, 0.71)
+               + rec("baseline", 2, 0.10, reached=False))
+    verdict = affine_verdict(records)
+    assert verdict.seeds == 2 and "70.50 +- 0.71 %" in verdict.finding
