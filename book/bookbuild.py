@@ -21,8 +21,9 @@ Slide metadata, in the chapters themselves:
   ``###`` a vertical sub-slide, each at the top of its own markdown cell (a cell never runs on past a
   heading: the end of one section would open the next one's slide); a paragraph that reads the output
   above it is a speaker note (``notes``);
-  the set-up cell and the solutions are ``skip``. ``annotate`` fills in these defaults where a cell has
-  none and leaves every choice made by hand alone.
+  the set-up cell, the solutions and their "## Solutions" heading are ``skip`` (a deck ends with its exercises:
+  a heading with nothing under it would be an empty slide). ``annotate`` fills in these defaults where a cell
+  has none and leaves every other choice made by hand alone.
 * tag ``hide-cell`` on each solution cell (the code cells after "## Solutions"): folded in the HTML book.
 * tag ``slides-show-input`` on the few code cells whose *code* the room should see (the equations written
   out); every other code cell shows only its output on the slides.
@@ -192,7 +193,7 @@ def default_slide_type(nb, index: int) -> str:
     cell = nb.cells[index]
     if index == 0:
         return "slide"
-    if index in solution_cells(nb):
+    if index in solution_cells(nb) or _starts_solutions(cell):
         return "skip"
     if cell.cell_type == "code":
         return "skip" if "%matplotlib" in cell.source else "-"
@@ -219,6 +220,8 @@ def annotate(nb):
             tags = cell.metadata.setdefault("tags", [])
             if SOLUTION_TAG not in tags:
                 tags.append(SOLUTION_TAG)
+        elif _starts_solutions(cell):
+            slide["slide_type"] = "skip"             # its solutions are skipped: the heading alone would be empty
         elif "slide_type" not in slide:
             slide["slide_type"] = default_slide_type(nb, i)
     return nb
@@ -238,6 +241,8 @@ def metadata_problems(nb) -> List[str]:
             problems.append(f"cell {i}: no slideshow.slide_type")
         if i in solutions and (SOLUTION_TAG not in tags or cell.metadata["slideshow"].get("slide_type") != "skip"):
             problems.append(f"cell {i}: a solution not tagged {SOLUTION_TAG} and skipped on slides")
+        if _starts_solutions(cell) and cell.metadata.get("slideshow", {}).get("slide_type") != "skip":
+            problems.append(f"cell {i}: the \"## Solutions\" heading is not skipped on slides (an empty slide)")
         for tag in tags:
             if tag.startswith("session-") and tag[len("session-"):] not in SESSION_PARTS:
                 problems.append(f"cell {i}: tag {tag!r} names no session part {SESSION_PARTS}")

@@ -25,7 +25,7 @@ def test_every_chapter_has_slide_metadata_and_folded_solutions(path):
                           "(it keeps every choice already made)")
 
 
-def test_annotate_fills_defaults_folds_solutions_and_keeps_choices():
+def test_annotate_fills_defaults_folds_solutions_skips_their_heading_and_keeps_choices():
     nb = _chapter(new_markdown_cell("# Chapter 9"), new_code_cell("%matplotlib inline\nimport torch"),
                   new_markdown_cell("## 9.1 A section"), new_code_cell("print(1)"),
                   new_markdown_cell("What the output above shows."),
@@ -38,14 +38,15 @@ def test_annotate_fills_defaults_folds_solutions_and_keeps_choices():
     sources = [c.source for c in nb.cells]
     bookbuild.annotate(nb)
     types = [c.metadata["slideshow"]["slide_type"] for c in nb.cells]
-    assert types == ["slide", "skip", "slide", "-", "notes", "subslide", "-", "-", "slide", "slide", "slide", "skip",
+    assert types == ["slide", "skip", "slide", "-", "notes", "subslide", "-", "-", "slide", "slide", "skip", "skip",
                      "notes"]
     assert nb.cells[11].metadata["tags"] == ["hide-cell"]
     assert [c.source for c in nb.cells] == sources
     assert bookbuild.metadata_problems(nb) == []
     nb.cells[11].metadata["tags"] = []
     nb.cells[3].metadata["tags"] = ["session-lunch"]
-    assert len(bookbuild.metadata_problems(nb)) == 2
+    nb.cells[10].metadata["slideshow"]["slide_type"] = "slide"        # the "## Solutions" heading alone on a slide
+    assert len(bookbuild.metadata_problems(nb)) == 3
 
 
 def test_session_deck_puts_tagged_cells_after_their_part_in_chapter_order(tmp_path):

@@ -84,7 +84,7 @@ def cut_images(page, container: str) -> list:
 SLIDE_REPORT = """() => {
     const slide = Reveal.getCurrentSlide(), cfg = Reveal.getConfig(), scale = Reveal.getScale();
     const box = document.querySelector('.reveal .slides').getBoundingClientRect();
-    const shown = Array.from(slide.querySelectorAll('img, pre, table'))
+    const shown = Array.from(slide.querySelectorAll('img, pre, table, mjx-math'))     // mjx-math: a typeset equation
         .filter(e => !e.closest('aside.notes') && e.offsetParent !== null);
     const cut = shown.filter(e => {
         const r = e.getBoundingClientRect();

@@ -102,13 +102,15 @@ def test_printed_outputs_fit_the_text_column_and_no_figure_is_cut(built_book, of
 
 
 def test_every_slide_fits_1280x720_with_readable_text_and_session_slides_have_notes(built_book, offline_page):
-    """No slide of any deck is taller or wider than the screen or cuts a figure, an output or code; no text is
-    smaller than 14 px; every content slide of the session deck has speaker notes (what to say and ask)."""
+    """No slide of any deck is taller or wider than the screen or cuts a figure, an equation, an output or
+    code; no text is smaller than 14 px; every content slide of the session deck has speaker notes (what to say
+    and ask)."""
     width, height = bookbuild.SLIDE_SIZE
     failures = {}
     for deck in sorted(built_book["slides"].glob("*.slides.html")):
         page, _ = offline_page(deck.as_uri(), width=width, height=height)
         page.wait_for_selector(".reveal.ready", timeout=30_000)
+        wait_for_mathjax(page)                                  # equations are measured typeset
         for r in slide_reports(page):
             problems = []
             if r["height"] > r["limit"][1] or r["width"] > r["limit"][0]:
