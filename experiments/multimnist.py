@@ -41,13 +41,31 @@ the error by that rule, the number of test pairs, their mean bounding-box overla
 the authors' own recipe gives about the same; the paper's "80 %" is its approximation) and the paper's numbers.
 
 Scales: ``tiny`` a seconds-long smoke run on the shipped subset (tests); ``cpu`` the small presets (and the
-paper's baseline last), epochs of 55,000 fresh pairs, at most 30; ``paper`` the paper's networks, epochs of
-550,000 pairs, at most 110 (60M pairs, the paper's training set size; a GPU).
+paper's baseline last), epochs of 55,000 fresh pairs, at most 15 (825,000 pairs, 1.4 % of the paper's 60M):
+the cap that keeps the r = 3 CapsNet, the costliest small run, to about two hours on one core; a run that
+hits it before the plateau says so in its record (``extra["until"]``); ``paper`` the paper's networks,
+epochs of 550,000 pairs, at most 110 (60M pairs, the paper's training set size; a GPU).
+
+What a step costs, measured on the 2-core development VM (AMD EPYC with native bf16, so training runs under
+bf16 autocast), batch 128 of 36x36 pairs, one torch thread, median of 3 steps after one warm-up, while two
+other trainings shared the machine (``python -m experiments.multimnist --time-steps 3``):
+
+    run                          CPU s / step   an epoch of 55,000 pairs (430 steps), CPU minutes
+    capsnet-r3-recon             0.993          7.1
+    baseline-small               0.373          2.7
+    capsnet-r1-recon             0.600          4.3
+    capsnet-r3-authors-weight    0.984          7.1
+    baseline-paper               4.828          34.6
+
+With the held-out and test pairs evaluated after every epoch (about a minute for a CapsNet), 15 epochs of the
+r = 3 CapsNet take about 2 CPU hours, r = 1 about 1.3 and the small baseline about 0.8: the four small runs
+about 6 CPU hours together, two at a time on two cores about 3 hours. The paper-size baseline needs about 9
+CPU hours for 15 epochs: a GPU run.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -55,6 +73,7 @@ from capsedu.data import PAIR_DATASETS, load_split, pair_test_batches
 from capsedu.teaching.overlap import measure_overlap
 from capsedu.train import TrainConfig, evaluate
 
+from . import step_cost
 from .runner import Run, Target
 
 NAME = "multimnist"
@@ -79,7 +98,7 @@ HELD_OUT_PAIRS = {"tiny": 100, "cpu": 5000, "paper": 10000}
 PATIENCE, MIN_GAIN = {"tiny": 1, "cpu": 3, "paper": 5}, 0.002    # stop when 3 epochs gain < 0.2 points
 SCALES = {
     "tiny": dict(preset="small", epochs=2, batch_size=32, subset=True, test_limit=100, eval_batch_size=100),
-    "cpu": dict(preset="small", epochs=30, batch_size=128, subset=False),
+    "cpu": dict(preset="small", epochs=15, batch_size=128, subset=False),
     "paper": dict(preset="paper", epochs=110, batch_size=128, subset=False, train_repeat=10),
 }
 
@@ -136,3 +155,30 @@ def runs(scale: str, seeds: Sequence[int] = (0,)) -> List[Run]:
                            labels={"row": stem, "label": label, "paper_error": paper,
                                    "loss": config.build_objective().name}))
     return out
+
+
+def time_steps(run: Run, steps: int = 3) -> Tuple[float, float]:
+    """``(wall, cpu)``: median seconds of one training step of ``run``'s model on 128 fixed pairs of test digits
+    (the shipped subset's unless the full MNIST is installed), one torch thread
+    (:func:`experiments.step_cost.time_steps`)."""
+    test = load_split(PAIR_DATASETS[run.config.dataset], "test", root=run.config.data, subset=run.config.subset)
+    batch = next(iter(pair_test_batches(test, run.config.batch_size, limit=run.config.batch_size)))
+    return step_cost.time_steps(run.config, batch, tuple(batch[0].overlay.shape[1:]), steps)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.multimnist",
+                                     description="time a training step of each cpu-scale run (one torch thread)")
+    parser.add_argument("--time-steps", type=int, default=3, metavar="N", help="steps timed after one warm-up")
+    args = parser.parse_args(argv)
+    for run in runs("cpu"):
+        wall, cpu = time_steps(run, args.time_steps)
+        print(f"{run.name:32s} {cpu:.3f} CPU s/step, {wall:.3f} s/step wall; {cpu * 430 / 60:.1f} CPU min per epoch "
+              "of 55,000 pairs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -67,6 +65,7 @@ from capsedu.routings import ROUTINGS
 from capsedu.teaching.couplings import entropy, polarisation, weighted_mean
 from capsedu.train import HISTORY_NAME, TrainConfig, evaluate
 
+from . import step_cost
 from .runner import Run
 
 NAME = "routing_comparison"
@@ -171,27 +170,11 @@ def steps(scale: str) -> int:
 
 
 def time_steps(model: str, routing: str, steps: int = 3, batch_size: int = 128) -> Tuple[float, float]:
-    """``(wall, cpu)``: median seconds of one training step (forward, margin + reconstruction loss, backward, Adam)
-    of a run's model on random 40x40 images, after one warm-up step, on the CPU with the run's bf16 setting. The
-    process's CPU seconds are the step's cost even on a shared machine; on one thread they are what the wall
-    clock would read on an idle one."""
-    from capsedu.train import make_optimizer, train_epoch
-    from capsedu.training.speed import resolve_amp
-
-    config = config_for(model, routing, "cpu", 0)
-    torch.manual_seed(0)
-    net = config.build_model((1, CANVAS, CANVAS))
-    optimizer, scheduler = make_optimizer(net)
-    amp = resolve_amp(config.amp, torch.device("cpu"))
+    """``(wall, cpu)``: median seconds of one training step of a run's model on random 40x40 images, one torch
+    thread (:func:`experiments.step_cost.time_steps`)."""
     g = torch.Generator().manual_seed(0)
     batch = (torch.rand(batch_size, 1, CANVAS, CANVAS, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
-    wall, cpu = [], []
-    for _ in range(steps + 1):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        train_epoch(net, [batch], optimizer, scheduler, config.build_objective(), progress=False, amp=amp)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall[1:]), statistics.median(cpu[1:])
+    return step_cost.time_steps(config_for(model, routing, "cpu", 0), batch, (1, CANVAS, CANVAS), steps)
 
 
 def main(argv=None) -> int:
@@ -201,14 +184,9 @@ def main(argv=None) -> int:
                                      description="time training steps of every run's model (one torch thread)")
     parser.add_argument("--time-steps", type=int, default=3, metavar="N", help="steps timed after one warm-up")
     args = parser.parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for model, routing in MODELS:
-            wall, cpu = time_steps(model, routing, args.time_steps)
-            print(f"{model:18s} {routing:19s} {cpu:.3f} CPU s/step, {wall:.3f} s/step wall", flush=True)
-    finally:
-        torch.set_num_threads(threads)
+    for model, routing in MODELS:
+        wall, cpu = time_steps(model, routing, args.time_steps)
+        print(f"{model:18s} {routing:19s} {cpu:.3f} CPU s/step, {wall:.3f} s/step wall", flush=True)
     return 0
 
 

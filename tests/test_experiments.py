@@ -204,7 +204,7 @@ def test_the_multimnist_cpu_runs_train_on_held_in_digits_until_a_plateau_with_th
     for run in runs.values():
         c = run.config.validate()
         assert (c.dataset, c.epochs, c.batch_size, c.train_limit, c.lr, c.lr_decay, c.decay_steps) == \
-            ("multimnist", 30, 128, 55000, 1e-3, 0.96, 2000)
+            ("multimnist", 15, 128, 55000, 1e-3, 0.96, 2000)
         assert c.train_limit + multimnist.HELD_OUT["cpu"] == 60000 and run.until.patience == 3
     assert runs["capsnet-r3-authors-weight-seed0"].config.reconstruction_weight == 0.0005 * 20
     assert runs["baseline-paper-seed0"].config.preset == "multimnist-paper"
@@ -496,3 +496,17 @@ def test_the_affine_table_leaves_a_run_that_never_reached_the_level_out_of_the_m
     baseline = next(line for line in lines if line.startswith("| baseline |"))
     assert "76.50 +- 0.71 %" in baseline and "| 0, 1 |" in baseline
     assert "Not in the table: baseline-seed2 never reached the level (held-out 10.60 % after 3 epochs)." in lines
+
+
+def test_timing_a_training_step_reports_cpu_seconds_and_leaves_threads_and_rng_as_they_were():
+    from experiments import step_cost
+
+    config = TrainConfig(preset="small", batch_size=4, subset=True)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(4, 1, 28, 28, generator=g), torch.randint(0, 10, (4,), generator=g))
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    wall, cpu = step_cost.time_steps(config, batch, (1, 28, 28), steps=1, threads=1)
+    assert wall > 0 and cpu > 0
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+    with pytest.raises(ValueError, match="at least 1"):
+        step_cost.time_steps(config, batch, (1, 28, 28), steps=0)
