@@ -11,6 +11,7 @@ from capsedu.routings import ROUTINGS
 from capsedu.teaching import routing_after_2017
 from capsedu.teaching.agreement import toy_votes
 from capsedu.teaching.routing_after_2017 import (
+    CLAIMS, claims_report, compare,
     PROCEDURES, RECORD_COMMAND, TABLES, comparison_rows, contrasts, coupling_measures, format_comparison, lift_toy, metric_value,
     missing_runs, planned_runs, recorded_runs_report, route_toy, routing_procedures_widget,
 )
@@ -255,3 +256,40 @@ def test_the_report_compares_two_seeds_only_where_both_rows_have_them(tmp_path):
         in uniform
     assert "capsnet em: clean error % 5.00 against 1.05, +3.95 (a single seed cannot separate them)" in text
     assert "cannot say that one routing is ahead" not in text
+
+
+def test_compare_needs_two_seeds_a_side_before_it_names_the_lower_row(tmp_path):
+    records = write_fakes(tmp_path, [
+        fake_record("capsnet", "dynamic", 0, 0.010), fake_record("capsnet", "dynamic", 1, 0.012),
+        fake_record("capsnet", "uniform", 0, 0.011), fake_record("capsnet", "uniform", 1, 0.013),
+        fake_record("capsnet", "inverted-attention", 0, 0.030), fake_record("capsnet", "inverted-attention", 1, 0.031),
+        fake_record("capsnet", "em", 0, 0.001),
+    ])
+    dynamic, uniform, inverted, em = comparison_rows(records)
+    assert compare(uniform, dynamic, "error") == (pytest.approx(0.1), "inside")
+    assert compare(inverted, dynamic, "error") == (pytest.approx(1.95), "higher")
+    assert compare(dynamic, inverted, "error") == (pytest.approx(-1.95), "lower")
+    assert compare(em, dynamic, "error") == (pytest.approx(-1.0), "single seed")     # far lower, but one seed
+    assert compare(uniform, dynamic, "entropy") is None                               # not in these records
+
+
+def test_each_papers_claim_gets_the_verdict_its_two_rows_allow_and_no_verdict_without_them(tmp_path):
+    records = write_fakes(tmp_path, [
+        fake_record("capsnet", "dynamic", 0, 0.010, {"affine_test_error": 0.10}),
+        fake_record("capsnet", "dynamic", 1, 0.012, {"affine_test_error": 0.12}),
+        fake_record("capsnet", "uniform", 0, 0.011, {"affine_test_error": 0.20}),
+        fake_record("capsnet", "uniform", 1, 0.013, {"affine_test_error": 0.22}),
+        fake_record("capsnet", "inverted-attention", 0, 0.030),
+    ])
+    lines = claims_report(comparison_rows(records))
+    assert len(lines) == len(CLAIMS)
+    paik, gu_clean, gu_affine, gu_harm, tsai, mazzia = lines
+    assert paik.endswith("(+0.10) -> consistent (no difference shown)")
+    assert gu_clean.endswith("-> consistent (no difference shown)")
+    assert gu_affine.endswith("(+10.00) -> disagrees: routing is better")     # uniform's affine error far higher
+    assert gu_harm.endswith("(-10.00) -> disagrees: routing helps here")
+    assert tsai.endswith("-> cannot tell: fewer than two seeds on a side")
+    assert mazzia == ("Mazzia et al. 2021, Efficient-CapsNet, a fraction of the parameters, matches the CapsNet: "
+                      "efficient-capsnet self-attention not recorded yet")
+    assert claims_report([]) and all("not recorded yet" in line for line in claims_report([]))
+

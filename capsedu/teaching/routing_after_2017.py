@@ -381,14 +381,29 @@ def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tu
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
 
 
+def compare(row: ComparisonRow, base: ComparisonRow, metric: str) -> Optional[Tuple[float, str]]:
+    """``(difference, verdict)`` of ``row``'s mean ``metric`` minus ``base``'s: ``"single seed"`` when either row has
+    fewer than two seeds with it, ``"inside"`` when the difference is smaller than the two rows' standard deviations
+    added (the yardstick of :func:`capsedu.records.inside_spread`), else ``"lower"`` or ``"higher"``. ``None`` when
+    either row lacks the metric."""
+    a, b = row.mean(metric), base.mean(metric)
+    if a is None or b is None:
+        return None
+    sa, sb = row.std(metric), base.std(metric)
+    if sa is None or sb is None:
+        return a - b, "single seed"
+    if abs(a - b) < sa + sb:
+        return a - b, "inside"
+    return a - b, "lower" if a < b else "higher"
+
+
 def contrasts(rows: Sequence[ComparisonRow], metrics: Sequence[str] = ("error", "affine_error"),
               reference: Tuple[str, str] = ("capsnet", "dynamic")) -> List[str]:
     """Each row against the ``reference`` row (model, routing), one line per row, per metric: both means, their
-    difference, and what the seeds allow to say about it. With two or more seeds in both rows, whether the
-    difference is inside the seed-to-seed spread (smaller than the two rows' standard deviations added, the
-    yardstick of :func:`capsedu.records.inside_spread`), and only outside it which one is lower; with a single seed
-    in either row, that one seed cannot separate them. ``[]`` without the reference row."""
-    base = next((r for r in rows if (r.model, r.routing) == tuple(reference)), None)
+    difference, and what the seeds allow to say about it (:func:`compare`): whether the difference is inside the
+    seed-to-seed spread, and only outside it which one is lower; with a single seed in either row, that one seed
+    cannot separate them. ``[]`` without the reference row."""
+    base = _row(rows, reference)
     if base is None:
         return []
     lines = []
@@ -398,20 +413,75 @@ def contrasts(rows: Sequence[ComparisonRow], metrics: Sequence[str] = ("error", 
         parts = []
         for metric in metrics:
             heading, digits = METRICS[metric][0], METRICS[metric][2]
-            a, b = row.mean(metric), base.mean(metric)
-            if a is None or b is None:
+            found = compare(row, base, metric)
+            if found is None:
                 parts.append(f"{heading} not recorded")
                 continue
-            text = f"{heading} {a:.{digits}f} against {b:.{digits}f}, {a - b:+.{digits}f}"
-            sa, sb = row.std(metric), base.std(metric)
-            if sa is None or sb is None:
+            difference, verdict = found
+            text = (f"{heading} {row.mean(metric):.{digits}f} against {base.mean(metric):.{digits}f}, "
+                    f"{difference:+.{digits}f}")
+            spread = f"{(row.std(metric) or 0.0) + (base.std(metric) or 0.0):.{digits}f}"
+            if verdict == "single seed":
                 parts.append(f"{text} (a single seed cannot separate them)")
-            elif abs(a - b) < sa + sb:
-                parts.append(f"{text} (inside the seed spread {sa + sb:.{digits}f}: no difference shown)")
+            elif verdict == "inside":
+                parts.append(f"{text} (inside the seed spread {spread}: no difference shown)")
             else:
-                parts.append(f"{text} (outside the seed spread {sa + sb:.{digits}f}: "
-                             f"{'lower' if a < b else 'higher'} over seeds {_seed_list(row)} and {_seed_list(base)})")
+                parts.append(f"{text} (outside the seed spread {spread}: {verdict} over seeds {_seed_list(row)} "
+                             f"and {_seed_list(base)})")
         lines.append(f"  {row.model} {row.routing}: " + "; ".join(parts))
+    return lines
+
+
+def _row(rows: Sequence[ComparisonRow], key: Tuple[str, str]) -> Optional[ComparisonRow]:
+    return next((r for r in rows if (r.model, r.routing) == tuple(key)), None)
+
+
+#: the abstracts' claims (10.9) that the runs of 10.10 can speak to: (who, the claim in short, the row compared,
+#: the row it is compared with, the metric, the verdict word for each outcome of :func:`compare` of the first row
+#: against the second: what a lower and a higher mean, and a difference inside the seed spread, say of the claim)
+CLAIMS = (
+    ("Paik et al. 2019", "routing is no better than uniform couplings", ("capsnet", "uniform"),
+     ("capsnet", "dynamic"), "error", {"inside": "consistent (no difference shown)",
+                                       "lower": "agrees: uniform couplings are even better",
+                                       "higher": "disagrees: routing is better"}),
+    ("Gu & Tresp 2020", "routing adds nothing to generalisation", ("capsnet", "uniform"), ("capsnet", "dynamic"),
+     "error", {"inside": "consistent (no difference shown)", "lower": "agrees: no routing is even better",
+               "higher": "disagrees: routing is better"}),
+    ("Gu & Tresp 2020", "routing adds nothing to affine robustness", ("capsnet", "uniform"), ("capsnet", "dynamic"),
+     "affine_error", {"inside": "consistent (no difference shown)", "lower": "agrees: no routing is even better",
+                      "higher": "disagrees: routing is better"}),
+    ("Gu, Tresp & Hu 2021", "dynamic routing can harm robustness", ("capsnet", "dynamic"), ("capsnet", "uniform"),
+     "affine_error", {"inside": "not shown (no difference)", "lower": "disagrees: routing helps here",
+                      "higher": "agrees: routing harms here"}),
+    ("Tsai et al. 2020", "inverted attention beats earlier routing", ("capsnet", "inverted-attention"),
+     ("capsnet", "dynamic"), "error", {"inside": "not shown (no difference)", "lower": "agrees",
+                                       "higher": "disagrees: dynamic routing is better"}),
+    ("Mazzia et al. 2021", "Efficient-CapsNet, a fraction of the parameters, matches the CapsNet",
+     ("efficient-capsnet", "self-attention"), ("capsnet", "dynamic"), "error",
+     {"inside": "consistent (no difference shown)", "lower": "agrees: it is even better",
+      "higher": "disagrees at this budget: the CapsNet is better"}),
+)
+
+
+def claims_report(rows: Sequence[ComparisonRow]) -> List[str]:
+    """One line per claim of :data:`CLAIMS`: the two rows' means and the verdict the seeds allow (a single seed, or a
+    row not recorded yet, gives none). On MNIST digits at this chapter's CPU budget, not on the papers' data."""
+    lines = []
+    for who, claim, first, second, metric, words in CLAIMS:
+        a, b = _row(rows, first), _row(rows, second)
+        heading, digits = METRICS[metric][0], METRICS[metric][2]
+        if a is None or b is None:
+            missing = " and ".join(" ".join(k) for k, r in ((first, a), (second, b)) if r is None)
+            lines.append(f"{who}, {claim}: {missing} not recorded yet")
+            continue
+        found = compare(a, b, metric)
+        if found is None:
+            lines.append(f"{who}, {claim}: {heading} not recorded")
+            continue
+        difference, verdict = found
+        said = ("cannot tell: fewer than two seeds on a side" if verdict == "single seed" else words[verdict])
+        lines.append(f"{who}, {claim}: {' '.join(first)} {a.mean(metric):.{digits}f} against {' '.join(second)} "
+                     f"{b.mean(metric):.{digits}f} {heading} ({difference:+.{digits}f}) -> {said}")
     return lines
 
 
