@@ -167,14 +167,18 @@ def test_the_report_without_records_names_the_missing_runs_and_the_command_and_p
     assert "not available here" in unknown and unknown.rstrip().endswith(RECORD_COMMAND)
 
 
-def test_contrasts_say_whether_each_difference_from_dynamic_routing_is_inside_the_seed_spread(tmp_path):
-    records = write_fakes(tmp_path, [
+def _routing_and_no_routing(tmp_path, *more):
+    """Two seeds each of dynamic routing and uniform couplings: as good on clean digits, uniform ten points worse
+    on the affNIST-like set; then ``more``."""
+    return write_fakes(tmp_path, [
         fake_record("capsnet", "dynamic", 0, 0.010, {"affine_test_error": 0.10}),
         fake_record("capsnet", "dynamic", 1, 0.012, {"affine_test_error": 0.12}),
         fake_record("capsnet", "uniform", 0, 0.011, {"affine_test_error": 0.20}),
-        fake_record("capsnet", "uniform", 1, 0.013, {"affine_test_error": 0.22}),
-        fake_record("capsnet", "em", 0, 0.050),
-    ])
+        fake_record("capsnet", "uniform", 1, 0.013, {"affine_test_error": 0.22}), *more])
+
+
+def test_contrasts_say_whether_each_difference_from_dynamic_routing_is_inside_the_seed_spread(tmp_path):
+    records = _routing_and_no_routing(tmp_path, fake_record("capsnet", "em", 0, 0.050))
     lines = contrasts(comparison_rows(records))
     assert lines == [
         "  capsnet uniform: clean error % 1.20 against 1.10, +0.10 (inside the seed spread 0.28: no difference shown); "
@@ -274,13 +278,7 @@ def test_compare_needs_two_seeds_a_side_before_it_names_the_lower_row(tmp_path):
 
 
 def test_each_papers_claim_gets_the_verdict_its_two_rows_allow_and_no_verdict_without_them(tmp_path):
-    records = write_fakes(tmp_path, [
-        fake_record("capsnet", "dynamic", 0, 0.010, {"affine_test_error": 0.10}),
-        fake_record("capsnet", "dynamic", 1, 0.012, {"affine_test_error": 0.12}),
-        fake_record("capsnet", "uniform", 0, 0.011, {"affine_test_error": 0.20}),
-        fake_record("capsnet", "uniform", 1, 0.013, {"affine_test_error": 0.22}),
-        fake_record("capsnet", "inverted-attention", 0, 0.030),
-    ])
+    records = _routing_and_no_routing(tmp_path, fake_record("capsnet", "inverted-attention", 0, 0.030))
     lines = claims_report(comparison_rows(records))
     assert len(lines) == len(CLAIMS)
     paik, gu_clean, gu_affine, gu_harm, tsai, mazzia = lines
