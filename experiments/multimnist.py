@@ -157,13 +157,13 @@ def runs(scale: str, seeds: Sequence[int] = (0,)) -> List[Run]:
     return out
 
 
-def time_steps(run: Run, steps: int = 3) -> Tuple[float, float]:
-    """``(wall, cpu)``: median seconds of one training step of ``run``'s model on 128 fixed pairs of test digits
-    (the shipped subset's unless the full MNIST is installed), one torch thread
+def time_steps(config: TrainConfig, steps: int = 3) -> Tuple[float, float]:
+    """``(wall, cpu)``: median seconds of one training step of ``config``'s model on a batch of fixed pairs of test
+    digits (the shipped subset's unless the full MNIST is installed), one torch thread
     (:func:`experiments.step_cost.time_steps`)."""
-    test = load_split(PAIR_DATASETS[run.config.dataset], "test", root=run.config.data, subset=run.config.subset)
-    batch = next(iter(pair_test_batches(test, run.config.batch_size, limit=run.config.batch_size)))
-    return step_cost.time_steps(run.config, batch, tuple(batch[0].overlay.shape[1:]), steps)
+    test = load_split(PAIR_DATASETS[config.dataset], "test", root=config.data, subset=config.subset)
+    batch = next(iter(pair_test_batches(test, config.batch_size, limit=config.batch_size)))
+    return step_cost.time_steps(config, batch, tuple(batch[0].overlay.shape[1:]), steps)
 
 
 def main(argv=None) -> int:
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--time-steps", type=int, default=3, metavar="N", help="steps timed after one warm-up")
     args = parser.parse_args(argv)
     for run in runs("cpu"):
-        wall, cpu = time_steps(run, args.time_steps)
+        wall, cpu = time_steps(run.config, args.time_steps)
         print(f"{run.name:32s} {cpu:.3f} CPU s/step, {wall:.3f} s/step wall; {cpu * 430 / 60:.1f} CPU min per epoch "
               "of 55,000 pairs", flush=True)
     return 0

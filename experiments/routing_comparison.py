@@ -47,14 +47,14 @@ So one seed of the ``cpu`` scale is about 4.0 CPU hours of training (EM routing 
 8.1: two processes, one per seed, each on its own core, take about 4 hours. Self-attention at 40x40 compares every
 pair of the 2,304 primary capsules, which is why it costs more than dynamic routing here.
 
-MultiMNIST pairs (each routing trained on overlapping digits for a fixed budget): not yet designed.
+The same models on MultiMNIST pairs, for the same number of steps: :mod:`experiments.routing_multimnist`.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -151,15 +151,24 @@ def measure(scale: str):
 def runs(scale: str, seeds: Sequence[int] = (0, 1)) -> List[Run]:
     """Seed by seed, every routing of the CapsNet, then Efficient-CapsNet."""
     _check_scale(scale)
+    return plan(NAME, config_for, measure(scale), scale, seeds, steps(scale))
+
+
+def plan(experiment: str, configure: Callable[[str, str, str, int], TrainConfig], measure_run: Callable,
+         scale: str, seeds: Sequence[int], step_budget: int,
+         labels: Callable[[TrainConfig], Dict[str, Any]] = lambda config: {}) -> List[Run]:
+    """The runs of a routing experiment: seed by seed, each model and routing of :data:`MODELS`, configured by
+    ``configure(model, routing, scale, seed)``, keyed by model, routing and seed, labelled with the routing
+    iterations (``None`` for a one-pass procedure), the step budget and ``labels(config)``."""
     out = []
     for seed in seeds:
         for model, routing in MODELS:
-            config = config_for(model, routing, scale, seed)
+            config = configure(model, routing, scale, seed)
             iterative = ROUTINGS[routing].iterative
-            out.append(Run(NAME, run_name(model, routing, seed), config, scale,
-                           key={"model": model, "routing": routing, "seed": seed}, measure=measure(scale),
+            out.append(Run(experiment, run_name(model, routing, seed), config, scale,
+                           key={"model": model, "routing": routing, "seed": seed}, measure=measure_run,
                            labels={"routing_iterations": config.routing_iterations if iterative else None,
-                                   "steps": steps(scale)}))
+                                   "steps": step_budget, **labels(config)}))
     return out
 
 

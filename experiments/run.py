@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from . import affine_robustness, data_efficiency, mnist_table, multimnist, routing_comparison
+from . import affine_robustness, data_efficiency, mnist_table, multimnist, routing_comparison, routing_multimnist
 from .runner import REPO, execute, select
 
 #: every experiment this command runs, each tabulated by ``experiments.summary`` (and in the README): chapter 7's,
-#: and chapter 10's ``routing_comparison`` (which the chapter also reads through
+#: and chapter 10's ``routing_comparison`` and ``routing_multimnist`` (which the chapter also reads through
 #: ``capsedu.teaching.routing_after_2017``)
-EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist, routing_comparison)}
+EXPERIMENTS = {m.NAME: m for m in (mnist_table, data_efficiency, affine_robustness, multimnist, routing_comparison,
+                                   routing_multimnist)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -98,39 +98,63 @@ def _plain(row, digits: int) -> str:
     return f"{row.mean:,.{digits}f} +- {row.std:,.{digits}f}"
 
 
-def routing_comparison(records: List[Dict[str, Any]]) -> List[str]:
-    from . import routing_comparison as rc
-
+def _routing_table(records: List[Dict[str, Any]], experiment, columns: Dict[str, Any], headings: List[str],
+                   note: str) -> List[str]:
+    """One row per model and routing of ``experiment`` (a module with ``MODELS``, ``runs`` and ``steps``), the
+    ``columns`` (name -> (value of a record, digits; ``None``: a percentage)), then how many planned runs are
+    recorded and ``note``."""
     scale = records[0]["scale"]
-    order = [(("model", m), ("routing", r)) for m, r in rc.MODELS]
-    # summarize gives percent of a fraction: the measures that are not fractions go in divided by 100
-    columns = {"clean": (lambda r: r["test_error"], None), "affine": (lambda r: r["extra"]["affine_test_error"], None),
-               "entropy": (lambda r: r["extra"]["coupling_entropy"] / 100, 3),
-               "step": (lambda r: r["extra"]["seconds_per_step"] / 100, 3),
-               "parameters": (lambda r: r["extra"]["parameters"] / 100, 0)}
+    order = [(("model", m), ("routing", r)) for m, r in experiment.MODELS]
     rows = {name: summarize(records, value=value, order=order) for name, (value, _) in columns.items()}
-    lines = ["| model | routing | clean test error | affNIST-like error | coupling entropy | s / step | parameters | "
-             "seeds |", "|---|---|---|---|---|---|---|---|"]
-    for i, row in enumerate(rows["clean"]):
+    lines = ["| model | routing | " + " | ".join(headings) + " | seeds |",
+             "|---|---|" + "---|" * len(headings) + "---|"]
+    for i, row in enumerate(rows[next(iter(columns))]):
         model, routing = (v for _, v in row.key)
         cells = [format_percent(rows[n][i]) if digits is None else _plain(rows[n][i], digits)
                  for n, (_, digits) in columns.items()]
         lines.append(f"| {model} | {routing} | {' | '.join(cells)} | {_seeds(row)} |")
-    planned = rc.runs(scale)
+    planned = experiment.runs(scale)
     done = {r["run"] for r in records}
     missing = [r.name for r in planned if r.name not in done]
     lines.append("")
     lines.append(f"{len(planned) - len(missing)} of the {len(planned)} planned runs are recorded"
                  + (f"; missing: {', '.join(missing)}." if missing else ".")
-                 + f" Every run trains {rc.steps(scale):,} steps on the same digits; affNIST-like: the generated set "
-                   "(capsedu.data.make_affine_test with AFFNIST_LIKE, seed 0); coupling entropy of the model's own "
-                   "routing on clean test digits (1 uniform, 0 all to one parent); s / step: wall-clock, which depends "
-                   "on what else the machine ran.")
+                 + f" Every run trains {experiment.steps(scale):,} steps on the same data; " + note)
     return lines
 
 
+# summarize gives percent of a fraction: the measures that are not fractions go in divided by 100
+_COSTS = {"entropy": (lambda r: r["extra"]["coupling_entropy"] / 100, 3),
+          "step": (lambda r: r["extra"]["seconds_per_step"] / 100, 3),
+          "parameters": (lambda r: r["extra"]["parameters"] / 100, 0)}
+
+
+def routing_comparison(records: List[Dict[str, Any]]) -> List[str]:
+    from . import routing_comparison as rc
+
+    columns = {"clean": (lambda r: r["test_error"], None), "affine": (lambda r: r["extra"]["affine_test_error"], None),
+               **_COSTS}
+    return _routing_table(records, rc, columns, ["clean test error", "affNIST-like error", "coupling entropy",
+                                                 "s / step", "parameters"],
+                          "affNIST-like: the generated set (capsedu.data.make_affine_test with AFFNIST_LIKE, seed 0); "
+                          "coupling entropy of the model's own routing on clean test digits (1 uniform, 0 all to one "
+                          "parent); s / step: wall-clock, which depends on what else the machine ran.")
+
+
+def routing_multimnist(records: List[Dict[str, Any]]) -> List[str]:
+    from . import routing_multimnist as rm
+
+    columns = {"pairs": (lambda r: r["test_error"], None), **_COSTS}
+    return _routing_table(records, rm, columns, ["MultiMNIST pair error", "coupling entropy", "s / step",
+                                                 "parameters"],
+                          "error by the paper's rule on 10,000 fixed test pairs (both classes must be the two longest "
+                          "capsules); coupling entropy of the model's own routing on test pairs (1 uniform, 0 all to "
+                          "one parent); s / step: wall-clock, which depends on what else the machine ran.")
+
+
 TABLES = {"mnist_table": mnist_table, "multimnist": multimnist, "affine_robustness": affine_robustness,
-          "data_efficiency": data_efficiency, "routing_comparison": routing_comparison}
+          "data_efficiency": data_efficiency, "routing_comparison": routing_comparison,
+          "routing_multimnist": routing_multimnist}
 
 
 def summary(scale: str = "cpu", results: Path = REPO / "experiments" / "results") -> str:

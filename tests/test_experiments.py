@@ -413,6 +413,40 @@ def test_the_routing_comparison_at_tiny_scale_records_errors_parameters_speed_an
     assert records["efficient-capsnet-seed0"]["extra"]["parameters_without_decoder"] == 161824 + 128 * (15 ** 2 - 9 ** 2)
 
 
+def test_the_routing_multimnist_runs_are_the_routing_comparisons_models_on_pairs_with_one_budget():
+    from experiments import routing_comparison as rc
+    from experiments import routing_multimnist as rm
+
+    runs = rm.runs("cpu")
+    assert [(r.name, r.key) for r in runs] == [(r.name, r.key) for r in rc.runs("cpu")]   # the same models, seeds
+    shared = {k: v for k, v in asdict(runs[0].config).items() if k not in ("model", "preset", "routing", "seed")}
+    for r in runs:
+        config = asdict(r.config)
+        assert {k: config[k] for k in shared} == shared, r.name
+        assert r.labels["loss"] == "pair-margin" and r.labels["steps"] == rm.steps("cpu") == 860
+    assert (shared["dataset"], shared["train_limit"], shared["reconstruction"]) == ("multimnist", 55000, True)
+    assert _optimizer_steps(shared) == 860
+
+
+def test_the_routing_multimnist_at_tiny_scale_records_the_papers_pair_error_and_the_couplings_on_pairs(tmp_path):
+    from experiments import routing_multimnist as rm
+
+    names = ["capsnet-dynamic-seed0", "capsnet-uniform-seed0", "efficient-capsnet-seed0"]
+    assert main(["routing_multimnist", "--scale", "tiny", "--seeds", "0", "--only", *names,
+                 "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "c")]) == 0
+    runs = {r.name: r for r in rm.runs("tiny", seeds=(0,))}
+    for name in names:
+        record = read_record(record_path(runs[name], tmp_path / "r"))
+        extra = record["extra"]
+        assert record["key"] == runs[name].key and examples_seen(record) == rm.TRAIN_DIGITS["tiny"]
+        assert extra["multimnist_test_error"] == pytest.approx(record["test_error"])
+        assert extra["multimnist_test_pairs"] == 100 and 0.6 < extra["mean_overlap"] < 0.85
+        assert extra["coupling_examples"] == rm.COUPLING_EXAMPLES["tiny"] and extra["seconds_per_step"] > 0
+        assert 0 < extra["parameters_without_decoder"] < extra["parameters"]
+        if name == "capsnet-uniform-seed0":
+            assert extra["coupling_entropy"] == pytest.approx(1.0)
+
+
 def test_an_experiment_without_the_scale_asked_for_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["routing_comparison", "--scale", "paper"])
@@ -436,10 +470,12 @@ def test_the_routing_comparisons_coupling_measures_are_chapter_7_6s_for_dynamic_
     assert ours["coupling_entropy"] < 1 - 1e-4  # a trained model's couplings have left uniform
 
 
-def _routing_record(tmp_path, model, routing, seed, error, affine, entropy, step, parameters):
-    """A ``routing_comparison`` record as the runner writes it, with made-up numbers, in ``tmp_path``."""
+def _routing_record(tmp_path, model, routing, seed, error, affine, entropy, step, parameters, rc=None):
+    """A ``routing_comparison`` record (or one of experiment module ``rc``) as the runner writes it, with made-up
+    numbers, in ``tmp_path``."""
     from capsedu.records import RECORD_FORMAT, write_record
-    from experiments import routing_comparison as rc
+    if rc is None:
+        from experiments import routing_comparison as rc
 
     run = next(r for r in rc.runs("cpu", seeds=(seed,)) if r.key["model"] == model and r.key["routing"] == routing)
     record = {"format": RECORD_FORMAT, "experiment": rc.NAME, "run": run.name, "key": run.key, "scale": "cpu",
@@ -468,6 +504,20 @@ def test_the_routing_comparison_table_has_one_row_per_model_and_routing_and_coun
         "| efficient-capsnet | self-attention | 3.00 % | 40.00 % | 0.500 | 0.300 | 186,000 | 0 |"]
     assert "4 of the 12 planned runs are recorded; missing: capsnet-self-attention-seed0," in text
     assert "efficient-capsnet-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
+
+
+def test_the_routing_multimnist_table_gives_the_pair_error_per_model_and_routing(tmp_path):
+    from experiments import routing_multimnist as rm
+    from experiments.summary import summary
+
+    _routing_record(tmp_path, "capsnet", "dynamic", 0, 0.30, None, 0.9, 1.0, 4653072, rc=rm)
+    _routing_record(tmp_path, "capsnet", "uniform", 0, 0.32, None, 1.0, 0.7, 4653072, rc=rm)
+    text = summary("cpu", tmp_path).split("### routing_multimnist (cpu scale)")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | routing | MultiMNIST pair error |")
+    assert rows[1:] == ["| capsnet | dynamic | 30.00 % | 0.900 | 1.000 | 4,653,072 | 0 |",
+                        "| capsnet | uniform | 32.00 % | 1.000 | 0.700 | 4,653,072 | 0 |"]
+    assert "2 of the 12 planned runs are recorded" in text and "by the paper's rule on 10,000 fixed test pairs" in text
 
 
 def test_em_routings_first_adam_step_at_the_papers_rate_lifts_every_activation_and_a_tenth_of_it_does_not():

@@ -165,6 +165,9 @@ def test_the_report_without_records_names_the_missing_runs_and_the_command_and_p
     assert "%" not in text and "+-" not in text
     unknown = recorded_runs_report([], None)
     assert "not available here" in unknown and unknown.rstrip().endswith(RECORD_COMMAND)
+    pairs = recorded_runs_report([], planned, experiment="routing_multimnist")
+    assert "No recorded run of routing_multimnist" in pairs
+    assert pairs.rstrip().endswith("python -m experiments.run routing_multimnist --scale cpu")
 
 
 def _routing_and_no_routing(tmp_path, *more):
@@ -281,7 +284,7 @@ def test_each_papers_claim_gets_the_verdict_its_two_rows_allow_and_no_verdict_wi
     records = _routing_and_no_routing(tmp_path, fake_record("capsnet", "inverted-attention", 0, 0.030))
     lines = claims_report(comparison_rows(records))
     assert len(lines) == len(CLAIMS)
-    paik, gu_clean, gu_affine, gu_harm, tsai, mazzia = lines
+    paik, gu_clean, gu_affine, gu_harm, tsai, sabour, mazzia = lines
     assert paik.endswith("(+0.10) -> consistent (no difference shown)")
     assert gu_clean.endswith("-> consistent (no difference shown)")
     assert gu_affine.endswith("(+10.00) -> disagrees: routing is better")     # uniform's affine error far higher
@@ -289,5 +292,15 @@ def test_each_papers_claim_gets_the_verdict_its_two_rows_allow_and_no_verdict_wi
     assert tsai.endswith("-> cannot tell: fewer than two seeds on a side")
     assert mazzia == ("Mazzia et al. 2021, Efficient-CapsNet, a fraction of the parameters, matches the CapsNet: "
                       "efficient-capsnet self-attention not recorded yet")
+    assert sabour.endswith("capsnet uniform and capsnet dynamic not recorded yet")     # no MultiMNIST rows given
     assert claims_report([]) and all("not recorded yet" in line for line in claims_report([]))
+    pairs = write_fakes(tmp_path / "pairs", [
+        fake_record("capsnet", routing, seed, error, {"multimnist_test_error": error})
+        for routing, errors in (("dynamic", (0.30, 0.31)), ("uniform", (0.40, 0.41))) for seed, error in enumerate(errors)])
+    sabour = claims_report(comparison_rows(records), comparison_rows(pairs))[5]
+    assert sabour.startswith("Sabour et al. 2017") and sabour.endswith("(+10.00) -> agrees: routing is better")
+    report = recorded_runs_report(pairs, None, experiment="routing_multimnist")
+    assert "4 recorded run(s) of routing_multimnist" in report and "pair error %" in report
+    assert "pair error % 40.50 against 30.50, +10.00 (outside the seed spread" in report
+    assert "affine" not in report and "clean error" not in report
 

@@ -246,8 +246,10 @@ def em_first_steps(lr: float, steps: int = 4, examples: int = 64, seed: int = 0,
 
 # ----------------------------------------------------------------------------- the recorded runs
 
-#: the experiment whose records section "Trained side by side" reads, its scale, and the command that makes them
+#: the experiments whose records section "Trained side by side" reads (single digits placed on a canvas, and
+#: MultiMNIST pairs), their scale, and the command that makes the first one's
 EXPERIMENT = "routing_comparison"
+PAIRS_EXPERIMENT = "routing_multimnist"
 SCALE = "cpu"
 RECORD_COMMAND = f"python -m experiments.run {EXPERIMENT} --scale {SCALE}"
 
@@ -292,7 +294,12 @@ METRICS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], Optional[float]], int]]
     "seconds_per_step": ("s / step", _seconds_per_step, 3),
     "entropy": ("entropy", _extra("coupling_entropy", "entropy"), 3),
     "polarisation": ("polarisation", _extra("coupling_polarisation", "coupling_polarization", "polarisation"), 3),
+    "pair_error": ("pair error %", lambda r: _percent(_extra("multimnist_test_error")(r)), 2),
 }
+
+
+def _percent(fraction: Optional[float]) -> Optional[float]:
+    return None if fraction is None else 100.0 * fraction
 
 
 def metric_value(record: Dict[str, Any], metric: str) -> Optional[float]:
@@ -369,6 +376,9 @@ def comparison_rows(records: Iterable[Dict[str, Any]], metrics: Sequence[str] = 
 
 #: the two tables the report prints: what the runs reached, and what they cost and how they route
 TABLES = (("error", "affine_error"), ("parameters", "seconds_per_step", "entropy", "polarisation"))
+#: per experiment: its two tables and the metrics each row is compared on with dynamic routing's
+REPORTS = {EXPERIMENT: (TABLES, ("error", "affine_error")),
+           PAIRS_EXPERIMENT: ((("pair_error",), TABLES[1]), ("pair_error",))}
 
 
 def format_comparison(rows: Sequence[ComparisonRow], metrics: Sequence[str] = tuple(METRICS), seeds: bool = True) -> str:
@@ -456,6 +466,10 @@ CLAIMS = (
     ("Tsai et al. 2020", "inverted attention beats earlier routing", ("capsnet", "inverted-attention"),
      ("capsnet", "dynamic"), "error", {"inside": "not shown (no difference)", "lower": "agrees",
                                        "higher": "disagrees: dynamic routing is better"}),
+    ("Sabour et al. 2017", "routing separates overlapping digits (MultiMNIST: r = 3 5.2 %, r = 1 7.5 %)",
+     ("capsnet", "uniform"), ("capsnet", "dynamic"), "pair_error",
+     {"inside": "not shown (no difference)", "lower": "disagrees: uniform couplings are better",
+      "higher": "agrees: routing is better"}),
     ("Mazzia et al. 2021", "Efficient-CapsNet, a fraction of the parameters, matches the CapsNet",
      ("efficient-capsnet", "self-attention"), ("capsnet", "dynamic"), "error",
      {"inside": "consistent (no difference shown)", "lower": "agrees: it is even better",
@@ -463,12 +477,14 @@ CLAIMS = (
 )
 
 
-def claims_report(rows: Sequence[ComparisonRow]) -> List[str]:
+def claims_report(rows: Sequence[ComparisonRow], pair_rows: Sequence[ComparisonRow] = ()) -> List[str]:
     """One line per claim of :data:`CLAIMS`: the two rows' means and the verdict the seeds allow (a single seed, or a
-    row not recorded yet, gives none). On MNIST digits at this chapter's CPU budget, not on the papers' data."""
+    row not recorded yet, gives none). The claims on the pair error read ``pair_rows`` (the MultiMNIST runs), the
+    others ``rows`` (the single digits). On MNIST digits at this chapter's CPU budget, not on the papers' data."""
     lines = []
     for who, claim, first, second, metric, words in CLAIMS:
-        a, b = _row(rows, first), _row(rows, second)
+        source = pair_rows if metric == "pair_error" else rows
+        a, b = _row(source, first), _row(source, second)
         heading, digits = METRICS[metric][0], METRICS[metric][2]
         if a is None or b is None:
             missing = " and ".join(" ".join(k) for k, r in ((first, a), (second, b)) if r is None)
@@ -489,9 +505,10 @@ def _seed_list(row: ComparisonRow) -> str:
     return ",".join(str(s) for s in row.seeds)
 
 
-def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[List[Dict[str, Any]]]:
-    """The keys of the runs ``experiments/routing_comparison.py`` plans at ``scale`` (its ``runs(scale)``), or
-    ``None`` when there is no such module or it cannot be imported.
+def planned_runs(scale: str = SCALE, root: Optional[str] = None,
+                 experiment: str = EXPERIMENT) -> Optional[List[Dict[str, Any]]]:
+    """The keys of the runs ``experiments/<experiment>.py`` plans at ``scale`` (its ``runs(scale)``), or ``None``
+    when there is no such module or it cannot be imported.
 
     ``root`` is the checkout holding ``experiments/``; by default the one whose ``experiments/results`` the records
     come from (:func:`capsedu.records.find_results`), else the source checkout this package runs from. It is on
@@ -511,12 +528,12 @@ def planned_runs(scale: str = SCALE, root: Optional[str] = None) -> Optional[Lis
         except (RecordError, IndexError):
             pass
         folders.append(Path(__file__).resolve().parents[2])
-    folder = next((f for f in folders if (f / "experiments" / f"{EXPERIMENT}.py").is_file()), None)
+    folder = next((f for f in folders if (f / "experiments" / f"{experiment}.py").is_file()), None)
     if folder is None:
         return None
     sys.path.insert(0, str(folder))
     try:
-        module = importlib.import_module(f"experiments.{EXPERIMENT}")
+        module = importlib.import_module(f"experiments.{experiment}")
         return [dict(run.key) for run in module.runs(scale)]
     except Exception:  # noqa: BLE001 - a module being written may not import yet: the report says the list is missing
         return None
@@ -531,15 +548,19 @@ def missing_runs(records: Iterable[Dict[str, Any]], planned: Iterable[Mapping[st
 
 
 def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Sequence[Mapping[str, Any]]],
-                         command: str = RECORD_COMMAND, where: str = "") -> str:
-    """What section "Trained side by side" prints: the table of the recorded runs (if any), then which planned
-    runs have no record and the command that records them. Nothing is estimated or filled in."""
+                         command: Optional[str] = None, where: str = "", experiment: str = EXPERIMENT) -> str:
+    """What section "Trained side by side" prints for ``experiment`` (a key of :data:`REPORTS`): the tables of the
+    recorded runs (if any), then which planned runs have no record and the command that records them
+    (``python -m experiments.run <experiment> --scale cpu`` unless ``command`` says otherwise). Nothing is
+    estimated or filled in."""
+    tables, compared = REPORTS[experiment]
+    command = command or f"python -m experiments.run {experiment} --scale {SCALE}"
     lines = []
     if records:
         rows = comparison_rows(records)
-        lines += [f"{len(records)} recorded run(s) of {EXPERIMENT}{where}, mean +- std over seeds:", "",
-                  format_comparison(rows, TABLES[0]), "", format_comparison(rows, TABLES[1], seeds=False)]
-        against = contrasts(rows)
+        lines += [f"{len(records)} recorded run(s) of {experiment}{where}, mean +- std over seeds:", "",
+                  format_comparison(rows, tables[0]), "", format_comparison(rows, tables[1], seeds=False)]
+        against = contrasts(rows, compared)
         if against:
             base = next(r for r in rows if (r.model, r.routing) == ("capsnet", "dynamic"))
             spread = base.n >= 2 and any(r.n >= 2 for r in rows if r is not base)
@@ -552,9 +573,9 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
         elif len(rows) > 1:
             lines += ["", "No record of capsnet with dynamic routing yet: no row to compare the others with."]
     else:
-        lines.append(f"No recorded run of {EXPERIMENT}{where} yet: there is nothing to tabulate.")
+        lines.append(f"No recorded run of {experiment}{where} yet: there is nothing to tabulate.")
     if planned is None:
-        lines += ["", f"The list of planned runs (experiments/{EXPERIMENT}.py) is not available here."]
+        lines += ["", f"The list of planned runs (experiments/{experiment}.py) is not available here."]
         missing: List[Dict[str, Any]] = []
     else:
         missing = missing_runs(records, planned)
