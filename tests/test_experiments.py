@@ -478,14 +478,19 @@ def _routing_record(tmp_path, model, routing, seed, error, affine, entropy, step
         from experiments import routing_comparison as rc
 
     run = next(r for r in rc.runs("cpu", seeds=(seed,)) if r.key["model"] == model and r.key["routing"] == routing)
+    extra = {"affine_test_error": affine, "coupling_entropy": entropy, "seconds_per_step": step,
+             "parameters": parameters}
+    if rc.NAME == "routing_multimnist":
+        # the float32 measure after training; the history's test pass (bf16 autocast) may differ a little
+        extra = {**extra, "multimnist_test_error": error}
+        error = error + 0.0005
     record = {"format": RECORD_FORMAT, "experiment": rc.NAME, "run": run.name, "key": run.key, "scale": "cpu",
               "labels": run.labels, "config": run.config.to_dict(), "seed": seed, "epochs": 1, "wall_seconds": 10.0,
               "train_seconds": 3600.0, "device": "cpu", "machine": "m", "torch": "t", "commit": "c",
               "test_error": error, "test_accuracy": 1 - error,
               "history": [{"epoch": 1, "train_examples": 55000, "test_error": error, "test_accuracy": 1 - error,
                            "seconds": 3600.0}],
-              "extra": {"affine_test_error": affine, "coupling_entropy": entropy, "seconds_per_step": step,
-                        "parameters": parameters}}
+              "extra": extra}
     write_record(record_path(run, tmp_path), record)
 
 
@@ -506,7 +511,7 @@ def test_the_routing_comparison_table_has_one_row_per_model_and_routing_and_coun
     assert "efficient-capsnet-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
 
 
-def test_the_routing_multimnist_table_gives_the_pair_error_per_model_and_routing(tmp_path):
+def test_the_routing_multimnist_table_gives_the_float32_pair_error_per_model_and_routing(tmp_path):
     from experiments import routing_multimnist as rm
     from experiments.summary import summary
 

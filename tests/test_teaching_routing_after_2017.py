@@ -235,7 +235,8 @@ def test_the_report_of_the_first_seed_only_prints_its_numbers_and_claims_no_rout
     planned = planned_runs("cpu")
     text = recorded_runs_report(records, planned)
     assert "4 recorded run(s)" in text and "8 of 12 planned run(s) have no record yet" in text
-    assert "model=capsnet, routing=em, seed=0" in text and "model=capsnet, routing=dynamic, seed=1" in text
+    assert "model=capsnet, routing=em, seeds=0,1" in text and "model=capsnet, routing=dynamic, seed=1" in text
+    assert text.count("routing=em") == 1                  # one line per model and routing, its missing seeds after it
     assert text.rstrip().endswith(RECORD_COMMAND)
     for model, routing, error, affine in first:        # every recorded number is in the table, as recorded
         row = next(line for line in text.splitlines() if line.split()[:2] == [model, routing])

@@ -547,6 +547,22 @@ def missing_runs(records: Iterable[Dict[str, Any]], planned: Iterable[Mapping[st
     return [dict(k) for k in planned if tuple(sorted(k.items())) not in have]
 
 
+def _by_seed(keys: Sequence[Mapping[str, Any]]) -> List[str]:
+    """One line per run key without its seed, the seeds it lacks listed after it (``..., seeds=0,1``), in the
+    order the keys first appear: the list of missing runs stays short enough for a slide."""
+    groups: Dict[tuple, List[Any]] = {}
+    for key in keys:
+        rest = tuple((k, v) for k, v in key.items() if k != "seed")
+        groups.setdefault(rest, []).append(key.get("seed"))
+    lines = []
+    for rest, seeds in groups.items():
+        named = [s for s in seeds if s is not None]
+        seed_part = ([f"seed={named[0]}"] if len(named) == 1
+                     else [f"seeds={','.join(str(s) for s in named)}"] if named else [])
+        lines.append(", ".join([f"{k}={v}" for k, v in rest] + seed_part))
+    return lines
+
+
 def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Sequence[Mapping[str, Any]]],
                          command: Optional[str] = None, where: str = "", experiment: str = EXPERIMENT) -> str:
     """What section "Trained side by side" prints for ``experiment`` (a key of :data:`REPORTS`): the tables of the
@@ -581,7 +597,7 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
         missing = missing_runs(records, planned)
         if missing:
             lines += ["", f"{len(missing)} of {len(planned)} planned run(s) have no record yet:"]
-            lines += ["  " + ", ".join(f"{k}={v}" for k, v in key.items()) for key in missing]
+            lines += ["  " + line for line in _by_seed(missing)]
         else:
             lines += ["", f"All {len(planned)} planned runs are recorded."]
     if missing or planned is None or not records:
