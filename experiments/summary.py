@@ -42,14 +42,27 @@ def _epochs(records: List[Dict[str, Any]], row) -> str:
     return ", ".join(str(r["epochs"]) for r in sorted(records, key=lambda r: r["seed"]) if group_of(r) == row.key)
 
 
+def _stops(records: List[Dict[str, Any]], row) -> str:
+    return ", ".join("plateau" if r["extra"].get("until", {}).get("reached") else "epoch cap"
+                     for r in sorted(records, key=lambda r: r["seed"]) if group_of(r) == row.key)
+
+
 def multimnist(records: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| run | pairs wrong, ours | epochs | seeds | mean overlap | paper |", "|---|---|---|---|---|---|"]
+    lines = ["| run | pairs wrong, ours | epochs | stopped at | seeds | mean overlap | paper |",
+             "|---|---|---|---|---|---|---|"]
     for row in summarize(records, label=lambda r: r["labels"]["label"],
                          value=lambda r: r["extra"]["multimnist_test_error"]):
         overlap = next(r["extra"]["mean_overlap"] for r in records if group_of(r) == row.key)
         paper = "-" if row.paper is None else f"{row.paper} %"
-        lines.append(f"| {row.label} | {format_percent(row)} | {_epochs(records, row)} | {_seeds(row)} | "
-                     f"{100 * overlap:.1f} % | {paper} |")
+        lines.append(f"| {row.label} | {format_percent(row)} | {_epochs(records, row)} | {_stops(records, row)} | "
+                     f"{_seeds(row)} | {100 * overlap:.1f} % | {paper} |")
+    from . import multimnist as mm
+
+    scale = records[0]["scale"]
+    lines += ["", f"Each run stops at the held-out plateau ({mm.PATIENCE[scale]} epochs gaining under "
+                  f"{100 * mm.MIN_GAIN:.1f} points on {mm.HELD_OUT_PAIRS[scale]:,} pairs of held-out training digits) "
+                  f"or at the epoch cap ({mm.SCALES[scale]['epochs']}); pairs wrong: the paper's rule on the fixed test "
+                  "pairs, measured in float32 after training."]
     return lines
 
 

@@ -195,6 +195,10 @@ def test_the_multimnist_experiment_at_tiny_scale_records_the_papers_rule_overlap
                                             "capsnet-r1-recon": 7.5, "baseline-paper": 8.1}
     assert record["config"]["preset"] == "multimnist-small" and extra["until"]["patience"] == 1
     assert [t["epoch"] for t in extra["until"]["trace"]] == list(range(1, record["epochs"] + 1))
+    from experiments.summary import summary                       # the README's table says where the run stopped
+    row = summary("tiny", tmp_path / "r").split("### multimnist (tiny scale)")[1].splitlines()[4]
+    stop = "plateau" if extra["until"]["reached"] else "epoch cap"
+    assert row.startswith("| Baseline CNN") and f"| {record['epochs']} | {stop} | 0 |" in row
 
 
 def test_the_multimnist_cpu_runs_train_on_held_in_digits_until_a_plateau_with_the_libraries_schedule():
