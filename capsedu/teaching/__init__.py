@@ -33,6 +33,8 @@ its widget (``*_widget``, an :class:`~capsedu.teaching.interactive.InteractiveFi
 * ``multimnist``    chapter 7: reading a pair-trained CapsNet (paper Fig. 5): reconstructions from the
   labels', the predicted and an absent class's capsules; its figure
 * ``overlap``       chapter 7: how much two digits of a MultiMNIST pair overlap (``measure_overlap``)
+* ``pair_curves``   chapter 7: the MultiMNIST runs' test error against pairs seen, where two curves cross,
+  which run ends ahead
 * ``pair_analysis`` chapter 7: a MultiMNIST model's error by overlap, at least one digit right, and the
   routing-iteration sweep at test time
 * ``short_runs``    chapters 5-6: short runs of a few hundred Adam steps on the library's training loop,
