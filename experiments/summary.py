@@ -162,8 +162,8 @@ def routing_multimnist(records: List[Dict[str, Any]]) -> List[str]:
     columns = {"pairs": (lambda r: r["extra"]["multimnist_test_error"], None), **_COSTS}
     return _routing_table(records, rm, columns, ["MultiMNIST pair error", "coupling entropy", "s / step",
                                                  "parameters"],
-                          "error by the paper's rule on 10,000 fixed test pairs, measured after training in float32 (both classes must be the two longest "
-                          "capsules); coupling entropy of the model's own routing on test pairs (1 uniform, 0 all to "
+                          "error by the paper's rule on 10,000 fixed test pairs, measured after training in float32 "
+                          "(both classes must be the two longest capsules); coupling entropy of the model's own routing on test pairs (1 uniform, 0 all to "
                           "one parent); s / step: wall-clock, which depends on what else the machine ran.")
 
 

@@ -27,7 +27,6 @@ class PairCurve:
 
     Attributes:
         row: the run's row (``"capsnet-r3-recon"``, ``"baseline-small"``, ...).
-        label: the row's words for a table.
         seed: the run's seed.
         pairs: training pairs seen after each epoch (cumulative).
         errors: test error (%) after each epoch, in the training precision.
@@ -37,7 +36,6 @@ class PairCurve:
     """
 
     row: str
-    label: str
     seed: int
     pairs: Tuple[int, ...]
     errors: Tuple[float, ...]
@@ -59,7 +57,7 @@ def pair_curves(records: Iterable[Dict[str, Any]], order: Sequence[str] = ()) ->
             seen += int(epoch["train_examples"])
             pairs.append(seen)
         until = r["extra"].get("until", {})
-        curves.append(PairCurve(r["key"]["row"], r["labels"].get("label", r["key"]["row"]), r["seed"], tuple(pairs),
+        curves.append(PairCurve(r["key"]["row"], r["seed"], tuple(pairs),
                                 tuple(100 * e["test_error"] for e in r["history"]),
                                 100 * r["extra"]["multimnist_test_error"], bool(until.get("reached", False)),
                                 r["labels"].get("paper_error")))

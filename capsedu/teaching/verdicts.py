@@ -100,8 +100,8 @@ def _pairs_wrong(records: Records) -> Dict[Any, RowSummary]:
 
 def multimnist_verdict(records: Records) -> Verdict:
     """"Overlapping digits are segmented": MultiMNIST pairs wrong, CapsNet r = 3 against the baseline of the
-    paper's shape at the CapsNet's compute (``baseline-small``), each trained until its held-out curve
-    flattened."""
+    paper's shape at the CapsNet's compute (``baseline-small``), each trained until its held-out curve flattened
+    or to the epoch cap."""
     return _pair("overlapping digits are segmented (MultiMNIST)",
                  "multimnist, CapsNet r = 3 vs the paper's baseline shape at equal compute (pairs wrong by the "
                  "paper's rule)", _pairs_wrong(records), "capsnet-r3-recon", "baseline-small", ("CapsNet", "CNN"),
