@@ -9,7 +9,8 @@ non-iterative ones ignore it) and back-propagates a fixed random gradient into `
 parameters; EM routing also gets random input activations. At the small shape, self-attention routing is
 also timed with its ``n_in x n_in`` attention matrices built explicitly, the way the paper writes it (at
 1152 children they would not fit in memory), to show what computing it through ``sum_k A[i, k] =
-u_hat_i . sum_k u_hat_k`` saves.
+u_hat_i . sum_k u_hat_k`` saves, and EM routing is also timed as ``em_routing``, the step-by-step Procedure 1
+that the module's ``em_routing_fast`` replaces.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from _common import finish, machine_info, pick_device, time_fn
 import torch  # noqa: E402
 
 from capsedu.routings import ROUTINGS, build_routing, squash_efficient  # noqa: E402
+from capsedu.routings.base import capsule_from_presence  # noqa: E402
+from capsedu.routings.em import em_routing  # noqa: E402
 
 #: (label, number of input capsules)
 SHAPES = (("capsnet-mnist", 1152), ("efficient-capsnet-mnist", 16))
@@ -43,6 +46,9 @@ def methods(n_in: int, n_out: int, dim: int, device) -> Dict[str, Callable[..., 
     for name in ROUTINGS:
         routing = build_routing(name, n_in, n_out, dim).to(device)
         found[name] = lambda u, a, r, routing=routing: routing(u, r, a)
+        if name == "em":        # the module runs em_routing_fast; the readable Procedure 1 beside it
+            found["em (readable)"] = lambda u, a, r, routing=routing: capsule_from_presence(
+                *em_routing(u, a, routing.beta_u, routing.beta_a, r, routing.final_lambda)[:2])
     if n_in <= 64:
         found["self-attention (explicit A)"] = lambda u, a, r: explicit_self_attention(u)
     return found

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from capsedu.routings import EMRouting, e_step, em_routing, inverse_temperature, m_step, matrix_votes
+from capsedu.routings.em import EMResult, em_routing_fast
 
 F64 = torch.float64
 
@@ -111,6 +112,39 @@ def test_em_routing_gradients_match_finite_differences(rng):
         result = em_routing(v, a, bu, ba, 3, final_lambda=1.0)
         return result.poses, result.activations
     assert torch.autograd.gradcheck(outputs, (votes, a_in, beta_u, beta_a))
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3, 4])
+def test_the_fast_em_routing_gives_the_readable_ones_values_and_gradients(rng, iterations):
+    votes = torch.randn(3, 7, 4, 5, generator=rng, dtype=F64, requires_grad=True)
+    a_in = torch.rand(3, 7, generator=rng, dtype=F64)
+    a_in[0, :3] = 0.0                                               # absent children
+    a_in[1] = 0.0                                                   # an example with no present child at all
+    a_in.requires_grad_()
+    beta_u = torch.randn(4, generator=rng, dtype=F64, requires_grad=True)
+    beta_a = torch.randn(4, generator=rng, dtype=F64, requires_grad=True)
+    inputs = (votes, a_in, beta_u, beta_a)
+    readable = em_routing(*inputs, iterations, final_lambda=0.5)
+    fast = em_routing_fast(*inputs, iterations, final_lambda=0.5)
+    for name in EMResult._fields:
+        torch.testing.assert_close(getattr(fast, name), getattr(readable, name), msg=name)
+    weights = [torch.randn(x.shape, generator=rng, dtype=F64) for x in readable]
+    grads = [torch.autograd.grad(sum((w * x).sum() for w, x in zip(weights, result)), inputs)
+             for result in (readable, fast)]
+    for g_readable, g_fast in zip(*grads):
+        torch.testing.assert_close(g_fast, g_readable)
+
+
+def test_the_routing_module_routes_with_the_fast_path(rng):
+    u_hat = torch.randn(2, 6, 3, 16, generator=rng, dtype=F64)
+    a_in = torch.rand(2, 6, generator=rng, dtype=F64)
+    routing = EMRouting(6, 3, 16, final_lambda=0.01).double()
+    with torch.no_grad():
+        routing.beta_u.normal_(generator=rng), routing.beta_a.normal_(generator=rng)
+    v, couplings = routing(u_hat, 3, a_in, return_couplings=True)
+    expected = em_routing(u_hat, a_in, routing.beta_u, routing.beta_a, 3, 0.01)
+    torch.testing.assert_close(v.norm(dim=-1), expected.activations)
+    torch.testing.assert_close(couplings, expected.assignments)
 
 
 def test_the_routing_module_has_the_activation_as_length_and_the_mean_as_direction(rng):

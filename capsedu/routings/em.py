@@ -58,6 +58,11 @@ procedure, so its EM runs start with this jump.
 Numerics: the E-step works with logarithms (``R`` is a softmax of ``log a_j + log p_ij``, so far-away votes
 do not underflow ``p`` to 0/0), a variance gets ``1e-9`` added before its logarithm (a parent with one
 child has ``sigma = 0``), and the M-step divides by ``sum_i R_ij + 1e-12`` (absent children give 0).
+
+Speed: :func:`em_routing` is Procedure 1 written step by step from :func:`m_step` and :func:`e_step`; the
+:class:`EMRouting` module runs :func:`em_routing_fast`, the same arithmetic laid out so that every sum over the
+children is a matrix product and each iteration's squared deviations ``(V - mu)^2`` serve both the variance and
+the next E-step. ``python benchmarks/bench_routings.py`` times the two side by side.
 """
 from __future__ import annotations
 
@@ -69,7 +74,8 @@ import torch.nn as nn
 
 from .base import Routing, capsule_from_presence
 
-__all__ = ["EMRouting", "EMResult", "em_routing", "m_step", "e_step", "inverse_temperature", "matrix_votes"]
+__all__ = ["EMRouting", "EMResult", "em_routing", "em_routing_fast", "m_step", "e_step", "inverse_temperature",
+           "matrix_votes"]
 
 _VARIANCE_EPS = 1e-9
 _MASS_EPS = 1e-12
@@ -175,6 +181,41 @@ def em_routing(votes: torch.Tensor, activations: torch.Tensor, beta_u: torch.Ten
     return EMResult(mean, parent_activations, assignments)
 
 
+def em_routing_fast(votes: torch.Tensor, activations: torch.Tensor, beta_u: torch.Tensor, beta_a: torch.Tensor,
+                    iterations: int = 3, final_lambda: float = 0.01) -> EMResult:
+    """:func:`em_routing` with the same arguments and results (equal up to rounding; the tests check values and
+    gradients in float64), computed with the parents in front, ``(batch, n_out, n_in, h)``.
+
+    Two things make it faster on a CPU: with that layout the M-step's weighted sums over the children
+    (``mu_j``, ``sigma_j^2``) and the E-step's sum over ``h`` are batched matrix products that read the votes in
+    place, and the squared deviations from the M-step's means are computed once and used by both the variance and
+    the E-step that follows it (the readable version computes them twice and divides by ``2 sigma^2`` at every
+    child).
+    """
+    batch, n_in, n_out, h = votes.shape
+    v = votes.transpose(1, 2).contiguous()                                 # (batch, n_out, n_in, h)
+    a_in = activations.unsqueeze(1)                                        # (batch, 1, n_in)
+    assignments = None                                                     # line 2: R_ij = 1 / n_out
+    for t in range(1, iterations + 1):
+        r = a_in.expand(batch, n_out, n_in) / n_out if assignments is None else assignments * a_in
+        mass = r.sum(dim=-1)                                               # sum_i R_ij a_i, (batch, n_out)
+        weights = (r / (mass.unsqueeze(-1) + _MASS_EPS)).unsqueeze(2)      # (batch, n_out, 1, n_in)
+        mean = torch.matmul(weights, v)                                    # mu_j, (batch, n_out, 1, h)
+        squared = (v - mean).square()                                      # (V - mu)^2, (batch, n_out, n_in, h)
+        variance = torch.matmul(weights, squared).squeeze(2) + _VARIANCE_EPS   # (batch, n_out, h)
+        log_variance = torch.log(variance)
+        cost = (beta_u.unsqueeze(-1) + 0.5 * log_variance) * mass.unsqueeze(-1)
+        parent_activations = torch.sigmoid(inverse_temperature(t, final_lambda) * (beta_a - cost.sum(dim=-1)))
+        if t < iterations:                                                 # E-step, as e_step
+            distance = torch.matmul(squared, (0.5 / variance).unsqueeze(-1)).squeeze(-1)   # (batch, n_out, n_in)
+            log_norm = 0.5 * (h * math.log(2 * math.pi) + log_variance.sum(dim=-1))       # (batch, n_out)
+            log_a = torch.log(parent_activations + _ACTIVATION_EPS)
+            assignments = torch.softmax((log_a - log_norm).unsqueeze(-1) - distance, dim=1)
+    if assignments is None:
+        assignments = votes.new_full((batch, n_out, n_in), 1.0 / n_out)
+    return EMResult(mean.squeeze(2), parent_activations, assignments.transpose(1, 2))
+
+
 class EMRouting(Routing):
     """EM routing as a routing module: the output capsule has the pose ``mu_j`` as its direction and the
     activation ``a_j`` as its length (:func:`~capsedu.routings.base.capsule_from_presence`).
@@ -205,6 +246,6 @@ class EMRouting(Routing):
               return_couplings: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if activations is None:
             activations = u_hat.new_ones(u_hat.shape[:2])
-        result = em_routing(u_hat, activations, self.beta_u.to(u_hat.dtype), self.beta_a.to(u_hat.dtype),
-                            iterations, self.final_lambda)
+        result = em_routing_fast(u_hat, activations, self.beta_u.to(u_hat.dtype), self.beta_a.to(u_hat.dtype),
+                                 iterations, self.final_lambda)
         return capsule_from_presence(result.poses, result.activations), result.assignments
