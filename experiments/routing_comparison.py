@@ -14,6 +14,9 @@ The design:
   primary-capsule convolution covers it whole (``image_size=40``, which the trainer sets from the data); it keeps
   its 16 primary capsules. Everything else is :class:`~capsedu.train.TrainConfig`'s defaults (the paper's Adam,
   1e-3 x 0.96 every 2,000 steps; margin loss with reconstruction x 0.0005). Seeds 0 and 1.
+* One variant beside them (:data:`VARIANTS`), the one deviation from the shared protocol, stated in its key and
+  name: ``capsnet-em-lr0.0001``, EM routing with Adam at 1e-4 (same schedule, data and step budget), because at
+  1e-3 Adam's first step lifts every EM class activation towards 1 (:mod:`capsedu.routings.em`).
 * Data, the same for every run: the first ``TRAIN_DIGITS`` MNIST training digits, each placed at a random
   position on a 40x40 canvas every epoch (``augment="place"``, as ``affine_robustness``); the same step budget
   for every run (``SCALES[scale]["epochs"]`` epochs of ``batch_size``), not a target accuracy.
@@ -28,7 +31,7 @@ The design:
   polarisation (0 uniform, 1 all to one parent), each plain and weighted by the child's total vote length
   (:mod:`capsedu.teaching.couplings`).
 * Scales: ``tiny`` (the shipped subset, 256 digits, one epoch of 4 steps; the tests) and ``cpu``: 2 epochs of the
-  55,000 digits at batch 128 = 860 steps per run, 12 runs.
+  55,000 digits at batch 128 = 860 steps per run, 14 runs.
 
 Step times, measured on the 2-core development VM (AMD EPYC with native bf16, so training runs under bf16
 autocast), batch 128 on 40x40, one torch thread, median of 3 steps after one warm-up
@@ -54,10 +57,11 @@ The same models on MultiMNIST pairs, for the same number of steps: :mod:`experim
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -76,6 +80,11 @@ CANVAS = 40
 
 #: (model, routing) of every run, in training order: the CapsNet with each procedure, then Efficient-CapsNet
 MODELS = tuple(("capsnet", routing) for routing in ROUTINGS) + (("efficient-capsnet", "self-attention"),)
+#: runs beside the shared protocol, one setting changed each, stated in their keys: (model, routing, changes to
+#: :class:`~capsedu.train.TrainConfig`). EM routing again with Adam at 1e-4: at the shared 1e-3 Adam's first step
+#: lifts every class activation towards 1 (:mod:`capsedu.routings.em`, ``python -m experiments.em_first_steps``),
+#: and a CapsNet that does not leave chance says nothing about what routing does for it.
+VARIANTS: Tuple[Tuple[str, str, Dict[str, Any]], ...] = (("capsnet", "em", {"lr": 1e-4}),)
 
 TRAIN_DIGITS = {"tiny": 256, "cpu": 55000}
 SCALES = {  # the step budget: epochs of train_limit digits at batch_size, the same for every run
@@ -92,9 +101,11 @@ def _check_scale(scale: str) -> None:
         raise ValueError(f"{NAME} has the scales {sorted(SCALES)}, not {scale!r}")
 
 
-def run_name(model: str, routing: str, seed: int) -> str:
-    """``capsnet-em-seed0``, ``efficient-capsnet-seed1``: the model, its routing unless it is the model's own."""
-    return f"{model}-{routing}-seed{seed}" if model == "capsnet" else f"{model}-seed{seed}"
+def run_name(model: str, routing: str, seed: int, changes: Optional[Dict[str, Any]] = None) -> str:
+    """``capsnet-em-seed0``, ``efficient-capsnet-seed1``, ``capsnet-em-lr0.0001-seed0``: the model, its routing
+    unless it is the model's own, each changed setting of a variant."""
+    changed = "".join(f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in (changes or {}).items())
+    return f"{model}-{routing}{changed}-seed{seed}" if model == "capsnet" else f"{model}{changed}-seed{seed}"
 
 
 def config_for(model: str, routing: str, scale: str, seed: int) -> TrainConfig:
@@ -154,22 +165,24 @@ def measure(scale: str):
 def runs(scale: str, seeds: Sequence[int] = (0, 1)) -> List[Run]:
     """Seed by seed, every routing of the CapsNet, then Efficient-CapsNet."""
     _check_scale(scale)
-    return plan(NAME, config_for, measure(scale), scale, seeds, steps(scale))
+    return plan(NAME, config_for, measure(scale), scale, seeds, steps(scale), variants=VARIANTS)
 
 
 def plan(experiment: str, configure: Callable[[str, str, str, int], TrainConfig], measure_run: Callable,
          scale: str, seeds: Sequence[int], step_budget: int,
-         labels: Callable[[TrainConfig], Dict[str, Any]] = lambda config: {}) -> List[Run]:
+         labels: Callable[[TrainConfig], Dict[str, Any]] = lambda config: {},
+         variants: Sequence[Tuple[str, str, Dict[str, Any]]] = ()) -> List[Run]:
     """The runs of a routing experiment: seed by seed, each model and routing of :data:`MODELS`, configured by
     ``configure(model, routing, scale, seed)``, keyed by model, routing and seed, labelled with the routing
-    iterations (``None`` for a one-pass procedure), the step budget and ``labels(config)``."""
+    iterations (``None`` for a one-pass procedure), the step budget and ``labels(config)``; then each of
+    ``variants`` (see :data:`VARIANTS`), the same configuration with its changes, which its key also holds."""
     out = []
     for seed in seeds:
-        for model, routing in MODELS:
-            config = configure(model, routing, scale, seed)
+        for model, routing, changes in [(m, r, {}) for m, r in MODELS] + list(variants):
+            config = dataclasses.replace(configure(model, routing, scale, seed), **changes)
             iterative = ROUTINGS[routing].iterative
-            out.append(Run(experiment, run_name(model, routing, seed), config, scale,
-                           key={"model": model, "routing": routing, "seed": seed}, measure=measure_run,
+            out.append(Run(experiment, run_name(model, routing, seed, changes), config, scale,
+                           key={"model": model, "routing": routing, **changes, "seed": seed}, measure=measure_run,
                            labels={"routing_iterations": config.routing_iterations if iterative else None,
                                    "steps": step_budget, **labels(config)}))
     return out

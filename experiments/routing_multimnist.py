@@ -20,7 +20,8 @@ The design, the same for every run:
   measures on the first ``COUPLING_EXAMPLES`` test pairs, from the couplings each model's own procedure produces.
 * Also recorded (``extra``): trainable parameters with and without the decoder and seconds per training step.
 * Scales: ``tiny`` (the shipped subset, 128 digits, one epoch of 4 steps; the tests) and ``cpu``: 2 epochs of
-  55,000 pairs at batch 128 = 860 steps, the single-digit runs' budget; 12 runs.
+  55,000 pairs at batch 128 = 860 steps, the single-digit runs' budget; 14 runs (with
+  :data:`experiments.routing_comparison.VARIANTS`, EM routing with Adam at 1e-4).
 
 What a step costs, measured on the 2-core development VM (AMD EPYC with native bf16, so training runs under bf16
 autocast), batch 128 of 36x36 pairs, one torch thread, the median of 1 step after one warm-up, while two trainings
@@ -54,7 +55,7 @@ from capsedu.models import count_parameters
 from capsedu.train import HISTORY_NAME, TrainConfig
 
 from . import multimnist
-from .routing_comparison import MODELS, PRESET, coupling_summary, plan, seconds_per_step
+from .routing_comparison import MODELS, PRESET, VARIANTS, coupling_summary, plan, seconds_per_step
 from .runner import Run
 
 NAME = "routing_multimnist"
@@ -108,7 +109,7 @@ def runs(scale: str, seeds: Sequence[int] = (0, 1)) -> List[Run]:
     """Seed by seed, every routing of the CapsNet, then Efficient-CapsNet (the order of routing_comparison)."""
     _check_scale(scale)
     return plan(NAME, config_for, measure(scale), scale, seeds, steps(scale),
-                labels=lambda config: {"loss": config.build_objective().name})
+                labels=lambda config: {"loss": config.build_objective().name}, variants=VARIANTS)
 
 
 def time_steps(model: str, routing: str, steps: int = 3) -> Tuple[float, float]:

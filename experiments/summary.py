@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from capsedu.records import RecordError, format_percent, group_of, load_records, summarize
+from capsedu.teaching.routing_after_2017 import routing_label
 
 from .runner import REPO
 
@@ -122,7 +123,8 @@ def _routing_table(records: List[Dict[str, Any]], experiment, columns: Dict[str,
     lines = ["| model | routing | " + " | ".join(headings) + " | seeds |",
              "|---|---|" + "---|" * len(headings) + "---|"]
     for i, row in enumerate(rows[next(iter(columns))]):
-        model, routing = (v for _, v in row.key)
+        key = dict(row.key)
+        model, routing = key["model"], routing_label(key)
         cells = [format_percent(rows[n][i]) if digits is None else _plain(rows[n][i], digits)
                  for n, (_, digits) in columns.items()]
         lines.append(f"| {model} | {routing} | {' | '.join(cells)} | {_seeds(row)} |")

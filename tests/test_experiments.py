@@ -382,16 +382,27 @@ def test_the_routing_comparison_gives_every_routing_the_same_data_and_step_budge
     from capsedu.routings import ROUTINGS
 
     runs = rc.runs("cpu")
-    assert len(runs) == 2 * (len(ROUTINGS) + 1) and len({r.name for r in runs}) == len(runs)
+    assert len(runs) == 2 * (len(ROUTINGS) + 1 + len(rc.VARIANTS)) and len({r.name for r in runs}) == len(runs)
     assert {(r.key["model"], r.key["routing"]) for r in runs} == {("capsnet", name) for name in ROUTINGS} | {
         ("efficient-capsnet", "self-attention")}
     shared = {k: v for k, v in asdict(runs[0].config).items() if k not in ("model", "preset", "routing", "seed")}
     for r in runs:
         config = asdict(r.config)
-        assert {k: config[k] for k in shared} == shared, r.name
+        changed = {k: v for k, v in r.key.items() if k not in ("model", "routing", "seed")}   # a variant's changes
+        assert {k: config[k] for k in shared} == {**shared, **changed}, r.name
         assert config["routing"] == r.key["routing"] and config["seed"] == r.key["seed"]
     assert shared["augment"] == "place" and shared["canvas_size"] == 40 and shared["train_limit"] == 55000
     assert _optimizer_steps(shared) == rc.steps("cpu") == 860 == runs[0].labels["steps"]
+
+
+def test_the_em_variant_of_the_routing_comparison_changes_only_the_learning_rate():
+    from experiments import routing_comparison as rc
+
+    runs = {r.name: r for r in rc.runs("cpu", seeds=(1,))}
+    variant, shared = runs["capsnet-em-lr0.0001-seed1"], runs["capsnet-em-seed1"]
+    assert variant.key == {"model": "capsnet", "routing": "em", "lr": 1e-4, "seed": 1}
+    assert asdict(variant.config) == {**asdict(shared.config), "lr": 1e-4}
+    assert variant.labels == shared.labels
 
 
 def test_the_routing_comparison_at_tiny_scale_records_errors_parameters_speed_and_couplings(tmp_path):
@@ -426,7 +437,8 @@ def test_the_routing_multimnist_runs_are_the_routing_comparisons_models_on_pairs
     shared = {k: v for k, v in asdict(runs[0].config).items() if k not in ("model", "preset", "routing", "seed")}
     for r in runs:
         config = asdict(r.config)
-        assert {k: config[k] for k in shared} == shared, r.name
+        changed = {k: v for k, v in r.key.items() if k not in ("model", "routing", "seed")}   # a variant's changes
+        assert {k: config[k] for k in shared} == {**shared, **changed}, r.name
         assert r.labels["loss"] == "pair-margin" and r.labels["steps"] == rm.steps("cpu") == 860
     assert (shared["dataset"], shared["train_limit"], shared["reconstruction"]) == ("multimnist", 55000, True)
     assert _optimizer_steps(shared) == 860
@@ -511,8 +523,8 @@ def test_the_routing_comparison_table_has_one_row_per_model_and_routing_and_coun
         "| capsnet | dynamic | 1.10 +- 0.14 % | 21.00 +- 1.41 % | 0.800 +- 0.141 | 1.100 +- 0.141 | 5,865,792 | 0, 1 |",
         "| capsnet | uniform | 1.10 % | 25.00 % | 1.000 | 0.500 | 5,865,792 | 0 |",
         "| efficient-capsnet | self-attention | 3.00 % | 40.00 % | 0.500 | 0.300 | 186,000 | 0 |"]
-    assert "4 of the 12 planned runs are recorded; missing: capsnet-self-attention-seed0," in text
-    assert "efficient-capsnet-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
+    assert "4 of the 14 planned runs are recorded; missing: capsnet-self-attention-seed0," in text
+    assert "capsnet-em-lr0.0001-seed1." in text and "`python -m experiments.run routing_comparison --scale cpu`" in text
 
 
 def test_the_routing_multimnist_table_gives_the_float32_pair_error_per_model_and_routing(tmp_path):
@@ -526,7 +538,7 @@ def test_the_routing_multimnist_table_gives_the_float32_pair_error_per_model_and
     assert rows[0].startswith("| model | routing | MultiMNIST pair error |")
     assert rows[1:] == ["| capsnet | dynamic | 30.00 % | 0.900 | 1.000 | 4,653,072 | 0 |",
                         "| capsnet | uniform | 32.00 % | 1.000 | 0.700 | 4,653,072 | 0 |"]
-    assert "2 of the 12 planned runs are recorded" in text and "by the paper's rule on 10,000 fixed test pairs" in text
+    assert "2 of the 14 planned runs are recorded" in text and "by the paper's rule on 10,000 fixed test pairs" in text
 
 
 def test_em_routings_first_adam_step_at_the_papers_rate_lifts_every_activation_and_a_tenth_of_it_does_not():

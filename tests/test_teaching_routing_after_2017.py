@@ -13,7 +13,7 @@ from capsedu.teaching.agreement import toy_votes
 from capsedu.teaching.routing_after_2017 import (
     CLAIMS, claims_report, compare,
     PROCEDURES, RECORD_COMMAND, TABLES, comparison_rows, contrasts, coupling_measures, format_comparison, lift_toy, metric_value,
-    missing_runs, planned_runs, recorded_runs_report, route_toy, routing_procedures_widget,
+    missing_runs, planned_runs, recorded_runs_report, route_toy, routing_label, routing_procedures_widget,
 )
 from capsedu.train import TrainConfig
 
@@ -132,6 +132,16 @@ def test_comparison_rows_pool_seeds_per_model_and_routing_in_the_chapters_order(
     assert costs.splitlines()[0].split() == ["model", "routing", "parameters", "s", "/", "step", "entropy", "polarisation"]
 
 
+def test_a_variant_of_the_shared_protocol_is_a_row_of_its_own_named_by_its_change(tmp_path):
+    variant = fake_record("capsnet", "em", 0, 0.04)
+    variant["key"], variant["run"] = {"model": "capsnet", "routing": "em", "lr": 1e-4, "seed": 0}, "capsnet-em-lr0.0001-seed0"
+    records = write_fakes(tmp_path, [fake_record("capsnet", "em", 0, 0.9), variant, fake_record("capsnet", "em", 1, 0.9)])
+    rows = comparison_rows(records)
+    assert [(r.routing, r.seeds, r.mean("error")) for r in rows] == [("em", (0, 1), pytest.approx(90.0)),
+                                                                     ("em, lr 0.0001", (0,), pytest.approx(4.0))]
+    assert routing_label({"model": "capsnet", "routing": "dynamic", "seed": 3}) == "dynamic"
+
+
 def test_metrics_missing_from_a_record_are_left_out_not_invented(tmp_path):
     records = write_fakes(tmp_path, [fake_record(seed=0, extra={"affine_test_accuracy": 0.9}),
                                      fake_record(seed=1, extra={})])
@@ -234,9 +244,10 @@ def test_the_report_of_the_first_seed_only_prints_its_numbers_and_claims_no_rout
     records = write_fakes(tmp_path, [fake_record(m, r, 0, e, {"affine_test_error": a}) for m, r, e, a in first])
     planned = planned_runs("cpu")
     text = recorded_runs_report(records, planned)
-    assert "4 recorded run(s)" in text and "8 of 12 planned run(s) have no record yet" in text
+    assert "4 recorded run(s)" in text and "10 of 14 planned run(s) have no record yet" in text
     assert "model=capsnet, routing=em, seeds=0,1" in text and "model=capsnet, routing=dynamic, seed=1" in text
-    assert text.count("routing=em") == 1                  # one line per model and routing, its missing seeds after it
+    assert "model=capsnet, routing=em, lr=0.0001, seeds=0,1" in text
+    assert text.count("routing=em") == 2                  # one line per run key, its missing seeds after it
     assert text.rstrip().endswith(RECORD_COMMAND)
     for model, routing, error, affine in first:        # every recorded number is in the table, as recorded
         row = next(line for line in text.splitlines() if line.split()[:2] == [model, routing])

@@ -36,7 +36,7 @@ from .couplings import entropy, polarisation, weighted_mean
 __all__ = ["PROCEDURES", "PAPERS", "lift_toy", "route_toy", "coupling_measures", "plot_couplings_row",
            "routing_procedures_widget", "EXPERIMENT", "SCALE", "RECORD_COMMAND", "METRICS", "metric_value",
            "ComparisonRow", "comparison_rows", "TABLES", "format_comparison", "contrasts", "planned_runs",
-           "missing_runs", "recorded_runs_report", "em_first_steps"]
+           "missing_runs", "recorded_runs_report", "em_first_steps", "routing_label"]
 
 #: the procedures of :data:`capsedu.routings.ROUTINGS`, in the chapter's order
 PROCEDURES: Tuple[str, ...] = ("dynamic", "uniform", "self-attention", "inverted-attention", "em")
@@ -346,9 +346,19 @@ class ComparisonRow:
         return text if std is None or (digits == 0 and std == 0) else f"{text} +- {std:,.{digits}f}"
 
 
+def routing_label(key: Mapping[str, Any]) -> str:
+    """The routing column of a run key: its ``routing`` and, for a variant of the shared protocol (a key with more
+    than model, routing and seed), each changed setting: ``"em"``, ``"em, lr 0.0001"``."""
+    changes = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in key.items()
+               if k not in ("model", "routing", "seed")]
+    return ", ".join([str(key.get("routing", "dynamic"))] + changes)
+
+
 def _routing_of(record: Dict[str, Any]) -> str:
     key = record["key"]
-    return str(key.get("routing", record.get("config", {}).get("routing", "dynamic")))
+    if "routing" not in key:
+        key = {**key, "routing": record.get("config", {}).get("routing", "dynamic")}
+    return routing_label(key)
 
 
 def comparison_rows(records: Iterable[Dict[str, Any]], metrics: Sequence[str] = tuple(METRICS)) -> List[ComparisonRow]:
