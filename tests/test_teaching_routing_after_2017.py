@@ -258,6 +258,18 @@ def test_the_report_of_the_first_seed_only_prints_its_numbers_and_claims_no_rout
         assert claim not in text, claim
 
 
+def test_the_reports_two_halves_are_its_tables_and_the_rest(tmp_path):
+    records = write_fakes(tmp_path, [fake_record("capsnet", "dynamic", 0, 0.01, {"affine_test_error": 0.2}),
+                                     fake_record("capsnet", "uniform", 0, 0.02, {"affine_test_error": 0.3})])
+    planned = planned_runs("cpu")
+    whole, tables, rest = (recorded_runs_report(records, planned, part=p) for p in ("all", "tables", "rest"))
+    assert whole == tables + "\n\n" + rest and "capsnet" in tables and "Against capsnet" in rest
+    assert "Against" not in tables and "have no record yet" not in tables
+    assert recorded_runs_report([], planned, part="tables") == ""
+    with pytest.raises(ValueError, match="part"):
+        recorded_runs_report(records, planned, part="middle")
+
+
 def test_the_report_says_when_there_is_no_dynamic_routing_row_to_compare_with(tmp_path):
     records = write_fakes(tmp_path, [fake_record("capsnet", "uniform", 0), fake_record("efficient-capsnet",
                                                                                        "self-attention", 0)])

@@ -574,18 +574,23 @@ def _by_seed(keys: Sequence[Mapping[str, Any]]) -> List[str]:
 
 
 def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Sequence[Mapping[str, Any]]],
-                         command: Optional[str] = None, where: str = "", experiment: str = EXPERIMENT) -> str:
+                         command: Optional[str] = None, where: str = "", experiment: str = EXPERIMENT,
+                         part: str = "all") -> str:
     """What section "Trained side by side" prints for ``experiment`` (a key of :data:`REPORTS`): the tables of the
-    recorded runs (if any), then which planned runs have no record and the command that records them
-    (``python -m experiments.run <experiment> --scale cpu`` unless ``command`` says otherwise). Nothing is
-    estimated or filled in."""
+    recorded runs (if any), then each row against dynamic routing's, which planned runs have no record and the
+    command that records them (``python -m experiments.run <experiment> --scale cpu`` unless ``command`` says
+    otherwise). Nothing is estimated or filled in. ``part``: ``"all"``, or ``"tables"`` and ``"rest"``, the two
+    halves, so that a slide can show each."""
+    if part not in ("all", "tables", "rest"):
+        raise ValueError(f"part must be 'all', 'tables' or 'rest', not {part!r}")
     tables, compared = REPORTS[experiment]
     command = command or f"python -m experiments.run {experiment} --scale {SCALE}"
     lines = []
+    head: List[str] = []
     if records:
         rows = comparison_rows(records)
-        lines += [f"{len(records)} recorded run(s) of {experiment}{where}, mean +- std over seeds:", "",
-                  format_comparison(rows, tables[0]), "", format_comparison(rows, tables[1], seeds=False)]
+        head = [f"{len(records)} recorded run(s) of {experiment}{where}, mean +- std over seeds:", "",
+                format_comparison(rows, tables[0]), "", format_comparison(rows, tables[1], seeds=False)]
         against = contrasts(rows, compared)
         if against:
             base = next(r for r in rows if (r.model, r.routing) == ("capsnet", "dynamic"))
@@ -612,4 +617,8 @@ def recorded_runs_report(records: Sequence[Dict[str, Any]], planned: Optional[Se
             lines += ["", f"All {len(planned)} planned runs are recorded."]
     if missing or planned is None or not records:
         lines += ["", f"Record them with: {command}"]
-    return "\n".join(lines)
+    if part == "tables":
+        return "\n".join(head)
+    if part == "rest":
+        return "\n".join(lines[1:] if lines[:1] == [""] else lines)
+    return "\n".join(head + lines)
