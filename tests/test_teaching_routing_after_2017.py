@@ -134,8 +134,10 @@ def test_comparison_rows_pool_seeds_per_model_and_routing_in_the_chapters_order(
 
 def test_a_variant_of_the_shared_protocol_is_a_row_of_its_own_named_by_its_change(tmp_path):
     variant = fake_record("capsnet", "em", 0, 0.04)
-    variant["key"], variant["run"] = {"model": "capsnet", "routing": "em", "lr": 1e-4, "seed": 0}, "capsnet-em-lr0.0001-seed0"
-    records = write_fakes(tmp_path, [fake_record("capsnet", "em", 0, 0.9), variant, fake_record("capsnet", "em", 1, 0.9)])
+    variant["key"] = {"model": "capsnet", "routing": "em", "lr": 1e-4, "seed": 0}
+    variant["run"] = "capsnet-em-lr0.0001-seed0"
+    records = write_fakes(tmp_path, [fake_record("capsnet", "em", 0, 0.9), variant,
+                                     fake_record("capsnet", "em", 1, 0.9)])
     rows = comparison_rows(records)
     assert [(r.routing, r.seeds, r.mean("error")) for r in rows] == [("em", (0, 1), pytest.approx(90.0)),
                                                                      ("em, lr 0.0001", (0,), pytest.approx(4.0))]
