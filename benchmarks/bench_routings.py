@@ -9,8 +9,10 @@ non-iterative ones ignore it) and back-propagates a fixed random gradient into `
 parameters; EM routing also gets random input activations. At the small shape, self-attention routing is
 also timed with its ``n_in x n_in`` attention matrices built explicitly, the way the paper writes it (at
 1152 children they would not fit in memory), to show what computing it through ``sum_k A[i, k] =
-u_hat_i . sum_k u_hat_k`` saves, and EM routing is also timed as ``em_routing``, the step-by-step Procedure 1
-that the module's ``em_routing_fast`` replaces.
+u_hat_i . sum_k u_hat_k`` saves. Two procedures are also timed in their readable form beside the fast path their
+modules run: EM routing as ``em_routing``, the step-by-step Procedure 1 that ``em_routing_fast`` replaces, and
+inverted attention as ``inverted_attention_routing`` (einsum), which ``inverted_attention_routing_fast``
+replaces.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch  # noqa: E402
 from capsedu.routings import ROUTINGS, build_routing, squash_efficient  # noqa: E402
 from capsedu.routings.base import capsule_from_presence  # noqa: E402
 from capsedu.routings.em import em_routing  # noqa: E402
+from capsedu.routings.inverted_attention import inverted_attention_routing  # noqa: E402
 
 #: (label, number of input capsules)
 SHAPES = (("capsnet-mnist", 1152), ("efficient-capsnet-mnist", 16))
@@ -41,6 +44,12 @@ def explicit_self_attention(u_hat: torch.Tensor) -> torch.Tensor:
     return squash_efficient((c.unsqueeze(-1) * u).sum(dim=2))
 
 
+def readable_inverted(routing, u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The inverted-attention module's output with its routing computed by the readable einsum version."""
+    pose, _ = inverted_attention_routing(u_hat, iterations, routing._normalize)
+    return capsule_from_presence(pose, torch.sigmoid(routing.score(pose).squeeze(-1)))
+
+
 def methods(n_in: int, n_out: int, dim: int, device) -> Dict[str, Callable[..., torch.Tensor]]:
     found: Dict[str, Callable[..., torch.Tensor]] = {}
     for name in ROUTINGS:
@@ -49,6 +58,8 @@ def methods(n_in: int, n_out: int, dim: int, device) -> Dict[str, Callable[..., 
         if name == "em":        # the module runs em_routing_fast; the readable Procedure 1 beside it
             found["em (readable)"] = lambda u, a, r, routing=routing: capsule_from_presence(
                 *em_routing(u, a, routing.beta_u, routing.beta_a, r, routing.final_lambda)[:2])
+        if name == "inverted-attention":   # the module runs inverted_attention_routing_fast; the einsum version
+            found["inverted-attention (readable)"] = lambda u, a, r, routing=routing: readable_inverted(routing, u, r)
     if n_in <= 64:
         found["self-attention (explicit A)"] = lambda u, a, r: explicit_self_attention(u)
     return found

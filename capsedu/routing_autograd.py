@@ -25,21 +25,21 @@ import torch
 
 from .functional import squash, squash_vjp
 
-__all__ = ["RoutingFunction", "route_fast", "FAST_PATH_MAX_OUT"]
+__all__ = ["RoutingFunction", "route_fast", "FAST_PATH_MAX_OUT", "block_diagonal", "diagonal_blocks"]
 
 #: above this many output capsules the block-diagonal GEMMs waste too much work; routing then
 #: uses the plain autograd loop
 FAST_PATH_MAX_OUT = 32
 
 
-def _block_diagonal(x: torch.Tensor) -> torch.Tensor:
+def block_diagonal(x: torch.Tensor) -> torch.Tensor:
     """``(batch, n_out, k, m)`` -> block-diagonal ``(batch, n_out * k, n_out * m)``: block j is ``x[:, j]``."""
     batch, n_out, k, m = x.shape
     eye = torch.eye(n_out, dtype=x.dtype, device=x.device).view(1, n_out, 1, n_out, 1)
     return (x.unsqueeze(3) * eye).reshape(batch, n_out * k, n_out * m)
 
 
-def _diagonal_blocks(full: torch.Tensor, n_out: int) -> torch.Tensor:
+def diagonal_blocks(full: torch.Tensor, n_out: int) -> torch.Tensor:
     """``(batch, n_out, n_out * d)`` -> its diagonal blocks ``(batch, n_out, d)``."""
     batch = full.shape[0]
     return full.view(batch, n_out, n_out, -1).diagonal(dim1=1, dim2=2).transpose(1, 2)
@@ -65,14 +65,14 @@ def _forward_loop(u: torch.Tensor, iterations: int, keep: str) -> _Kept:
             s = mat.sum(dim=1).view(batch, n_out, d) / n_out  # Eq. 2 with c = 1 / n_out
         else:
             c = torch.softmax(b, dim=1)  # line 4, Eq. 3: softmax over the parents j
-            s = _diagonal_blocks(torch.matmul(c, mat), n_out)  # line 5, Eq. 2: (batch, n_out, d)
+            s = diagonal_blocks(torch.matmul(c, mat), n_out)  # line 5, Eq. 2: (batch, n_out, d)
         v = squash(s, dim=-1)  # line 6, Eq. 1
         if keep == "all" or r == iterations - 1:
             cs.append(c)
             ss.append(s)
         if r < iterations - 1:
             # line 7 as blockdiag(v)^T U^T: (n_out x n_out*d) @ (n_out*d x n_in) per example
-            agreement = torch.matmul(_block_diagonal(v.unsqueeze(2)), mat.transpose(1, 2))  # (batch, n_out, n_in)
+            agreement = torch.matmul(block_diagonal(v.unsqueeze(2)), mat.transpose(1, 2))  # (batch, n_out, n_in)
             b = agreement if b is None else b + agreement
     return v, c, cs, ss
 
@@ -120,17 +120,17 @@ class RoutingFunction(torch.autograd.Function):
                 if k == 0 or not ctx.through_all:
                     break
                 c = cs[k]
-                grad_c = torch.matmul(_block_diagonal(grad_s.unsqueeze(2)), mat.transpose(1, 2))  # (batch, n_out, n_in)
+                grad_c = torch.matmul(block_diagonal(grad_s.unsqueeze(2)), mat.transpose(1, 2))  # (batch, n_out, n_in)
                 grad_b = c * (grad_c - (c * grad_c).sum(dim=1, keepdim=True))  # Eq. 3 backwards, softmax over j
                 running = grad_b if running is None else running + grad_b
                 left.append(running)
                 right.append(squash(ss[k - 1], dim=-1))  # v_{k-1}, recomputed
-                grad_v = _diagonal_blocks(torch.matmul(running, mat), n_out)  # (batch, n_out, d)
+                grad_v = diagonal_blocks(torch.matmul(running, mat), n_out)  # (batch, n_out, d)
             # rows ordered (k, j): stacking along a leading dim is a plain copy, and the GEMM reads
             # the (batch, n_in, K * n_out) left factor as a transposed view instead of a scattered copy
             lhs = torch.cat(left, dim=1).transpose(1, 2)  # (batch, n_in, K * n_out)
             # (batch, K * n_out, n_out * d)
-            rhs = torch.cat([_block_diagonal(r_k.unsqueeze(2)) for r_k in right], dim=1)
+            rhs = torch.cat([block_diagonal(r_k.unsqueeze(2)) for r_k in right], dim=1)
             grad_u = torch.matmul(lhs, rhs).view(batch, n_in, n_out, d)
         return grad_u, None, None
 

@@ -39,7 +39,11 @@ So one seed was about 3.3 CPU hours of training (EM routing half of it), both se
 measured with the step-by-step ``em_routing``; ``EMRouting`` now runs ``em_routing_fast`` (the same arithmetic,
 tested equal). Timed side by side in one process (the two alternated twice, 2 steps each after a warm-up, while
 three trainings shared the machine), an EM step on pairs cost 6.53 and 6.70 CPU s with the first against 3.70 and
-3.54 with the second: about 0.9 CPU hours per EM run, 2.6 per seed, about 5.1 for both.
+3.54 with the second: about 0.9 CPU hours per EM run. The inverted-attention row was measured with the einsum
+``inverted_attention_routing``; its module now runs ``inverted_attention_routing_fast`` (tested equal), and timed
+the same way a step cost 3.29 and 3.15 CPU s with the first against 2.38 and 2.45 with the second: about 0.6 CPU
+hours per run instead of 0.8. With both, one seed of the six shared-protocol runs is about 2.4 CPU hours, 3.3 with
+the EM variant.
 """
 from __future__ import annotations
 

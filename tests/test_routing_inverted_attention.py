@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
+import capsedu.routings.inverted_attention as inverted_module
 from capsedu.routings import InvertedAttentionRouting, inverted_attention_routing
+from capsedu.routings.inverted_attention import inverted_attention_routing_fast
 
 
 def literal_layer_norm(p, gamma, beta, eps):
@@ -74,6 +76,40 @@ def test_inverted_attention_routing_gradients_match_finite_differences(rng):
     assert torch.autograd.gradcheck(poses, (u_hat, gamma, beta))
     routing = _routing_with_random_parameters(rng, 4, 3, 4)
     assert torch.autograd.gradcheck(lambda u: routing(u, 2), (u_hat,))
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3, 4])
+def test_the_fast_path_gives_the_readable_ones_poses_couplings_and_gradients(rng, iterations):
+    gamma = (1 + 0.1 * torch.randn(6, generator=rng, dtype=torch.float64)).requires_grad_()
+    beta = (0.1 * torch.randn(6, generator=rng, dtype=torch.float64)).requires_grad_()
+    u_hat = torch.randn(3, 7, 4, 6, generator=rng, dtype=torch.float64, requires_grad=True)
+    strided = torch.randn(3, 4, 7, 6, generator=rng, dtype=torch.float64).transpose(1, 2).requires_grad_()
+
+    def normalize(p):
+        return torch.nn.functional.layer_norm(p, (6,), gamma, beta)
+    for votes in (u_hat, strided):                      # contiguous, and a view with the children not in front
+        readable = inverted_attention_routing(votes, iterations, normalize)
+        fast = inverted_attention_routing_fast(votes, iterations, normalize)
+        torch.testing.assert_close(fast[0], readable[0])
+        torch.testing.assert_close(fast[1], readable[1])
+        weight = torch.randn(readable[0].shape, generator=rng, dtype=torch.float64)
+        inputs = (votes, gamma, beta)
+        grads = [torch.autograd.grad((weight * poses).sum(), inputs) for poses, _ in (readable, fast)]
+        for g_readable, g_fast in zip(*grads):
+            torch.testing.assert_close(g_fast, g_readable)
+
+
+def test_the_routing_module_routes_with_the_fast_path(rng, monkeypatch):
+    calls = []
+
+    def recording(*args):
+        calls.append(args[1])
+        return inverted_attention_routing_fast(*args)
+    monkeypatch.setattr(inverted_module, "inverted_attention_routing_fast", recording)
+    u_hat = torch.randn(2, 5, 3, 4, generator=rng, dtype=torch.float64)
+    routing = _routing_with_random_parameters(rng, 5, 3, 4)
+    routing(u_hat, 3)
+    assert calls == [3]
 
 
 def test_a_half_precision_input_is_routed_in_float32(rng):
